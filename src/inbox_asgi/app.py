@@ -1,0 +1,119 @@
+"""create_app: Settings in, a Starlette app out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from .config import Settings
+from .endpoint import InboxEndpoint
+from .mailbox import Mailbox
+from .memory import MemoryMailbox
+from .metrics import Metrics
+from .static import PublicFiles, public_directory
+
+logger = logging.getLogger("inbox_asgi")
+
+
+def build_mailbox(settings: Settings) -> Mailbox:
+    if settings.redis_url:
+        from .redis_mailbox import RedisMailbox  # optional dependency
+
+        return RedisMailbox.from_settings(settings)
+    return MemoryMailbox(
+        inbox_timeout=settings.inbox_timeout,
+        inbox_capacity=settings.inbox_capacity,
+        max_inboxes=settings.max_inboxes,
+        cleanup_interval=settings.cleanup_interval,
+    )
+
+
+def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    mailbox = mailbox or build_mailbox(settings)
+    inbox = InboxEndpoint(
+        mailbox, long_poll_wait=settings.long_poll_wait, max_body_size=settings.max_body_size
+    )
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
+
+    routes: list[BaseRoute] = [Route("/inbox", inbox), Route("/healthz", healthz, methods=["GET"])]
+    middleware = []
+    metrics = None
+    if settings.metrics:
+        metrics = Metrics(mailbox)
+        routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
+        middleware.append(Middleware(metrics.middleware))
+    if settings.cors:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type"],
+                expose_headers=["X-From"],
+                max_age=600,
+            )
+        )
+    routes.append(Mount("/", app=PublicFiles(public_directory(settings.public))))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        restore_signals = _answer_readers_on_signal(mailbox.shutdown)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(mailbox.run)
+                yield
+                mailbox.shutdown()
+                tasks.cancel_scope.cancel()
+        finally:
+            restore_signals()
+            await mailbox.aclose()
+
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.mailbox = mailbox
+    return app
+
+
+def _answer_readers_on_signal(shutdown: Callable[[], None]) -> Callable[[], None]:
+    """Chain onto the server's SIGINT/SIGTERM handlers so waiting readers get 204 at once.
+
+    uvicorn waits for in-flight requests before it runs the lifespan shutdown,
+    and a long poll is an in-flight request: without this a stop would take
+    up to the long-poll timeout.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous_handlers = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue  # no server handler to chain onto (e.g. default SIGINT)
+
+        def handler(number: int, frame: object, previous: Callable[..., object] = previous) -> None:
+            loop.call_soon_threadsafe(shutdown)
+            previous(number, frame)
+
+        previous_handlers[signum] = previous
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for number, previous in previous_handlers.items():
+            signal.signal(number, previous)
+
+    return restore

@@ -1,0 +1,122 @@
+"""`inbox-asgi [flags]`: Go-style flags → Settings → uvicorn, with TLS passed in directly."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from . import __version__
+from .config import ConfigError, Settings, describe, option_specs
+from .protocol import limited_protocol
+from .tls import check_certificate_files, write_self_signed
+
+logger = logging.getLogger("inbox_asgi")
+
+#: Seconds a client gets to send a complete request head.
+HEAD_TIMEOUT = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every flag as -name, --name, -name=value and --name=value; booleans also bare."""
+    parser = argparse.ArgumentParser(
+        prog="inbox-asgi",
+        description="WebRTC signaling server: password-protected HTTP inboxes with long polling.",
+        epilog="Every flag can also be set as an INBOX_<NAME> environment variable; flags win.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("-version", "--version", action="version", version=f"inbox-asgi {__version__}")
+    for name, default, help_text, is_bool in option_specs():
+        extra = {"nargs": "?", "const": "true", "metavar": "BOOL"} if is_bool else {"metavar": "VALUE"}
+        parser.add_argument(
+            f"-{name}",
+            f"--{name}",
+            dest=name.replace("-", "_"),
+            default=None,
+            help=f"{help_text} (default {default or 'unset'})",
+            **extra,  # type: ignore[arg-type]
+        )
+    return parser
+
+
+def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -> Settings:
+    """Defaults, then INBOX_* variables, then flags."""
+    environ = dict(os.environ) if environ is None else environ
+    base = Settings.from_env(environ)
+    arguments = vars(build_parser().parse_args(argv))
+    given = {key.replace("_", "-"): value for key, value in arguments.items() if value is not None}
+    if not given:
+        return base
+    merged = {key: value for key, value in _as_strings(base).items()}
+    merged.update(given)
+    return Settings.from_strings(merged)
+
+
+def _as_strings(settings: Settings) -> dict[str, str]:
+    return {
+        key[len("INBOX_") :].lower().replace("_", "-"): value
+        for key, value in settings.to_env().items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        settings = parse_settings(argv)
+        run(settings)
+    except ConfigError as error:
+        print(f"inbox-asgi: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else 5,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    certfile = keyfile = None
+    if settings.https:
+        if settings.self_signed:
+            cert_path, key_path = write_self_signed()
+            certfile, keyfile = str(cert_path), str(key_path)
+            logger.warning("serving a throw-away self-signed certificate for localhost: %s", certfile)
+        else:
+            check_certificate_files(settings.server_cert, settings.server_key)
+            certfile, keyfile = settings.server_cert, settings.server_key
+    _check_redis(settings)
+    scheme = "https" if settings.https else "http"
+    logger.info("inbox-asgi %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
+    for name, value in describe(settings):
+        logger.info("  %-22s %s", name, value)
+
+    # Workers are separate processes: they rebuild the same Settings from INBOX_* variables.
+    os.environ.update(settings.to_env())
+    uvicorn.run(
+        "inbox_asgi.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        http=limited_protocol(settings.max_header_size, HEAD_TIMEOUT),
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+        log_config=None,
+    )
+
+
+def _check_redis(settings: Settings) -> None:
+    """Refuse to start against a Redis that does not answer, rather than 503 every request."""
+    if not settings.redis_url:
+        return
+    from .redis_mailbox import check_connection
+
+    check_connection(settings.redis_url)

@@ -1,0 +1,119 @@
+"""The /inbox endpoint as a raw ASGI app.
+
+Raw ASGI rather than a Request/Response handler because a long poll has to
+watch `receive` for the client going away while it waits, and because this is
+the hot path: it parses only the three headers it needs.
+"""
+
+from __future__ import annotations
+
+from starlette.types import Receive, Scope, Send
+
+from .auth import parse_authorization
+from .errors import BodyTooLarge, InboxError, MissingRecipient
+from .mailbox import Mailbox, Message
+from .query import parse_query
+from .responses import Headers, send_error, send_response, send_text
+
+ALLOW = [(b"allow", b"GET, POST, OPTIONS")]
+NO_STORE = (b"cache-control", b"no-store")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+class InboxEndpoint:
+    def __init__(self, mailbox: Mailbox, *, long_poll_wait: float, max_body_size: int) -> None:
+        self.mailbox = mailbox
+        self.long_poll_wait = long_poll_wait
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        try:
+            if method == "GET":
+                await self.get(scope, receive, send)
+            elif method == "POST":
+                await self.post(scope, receive, send)
+            elif method == "OPTIONS":
+                await send_response(send, 204, [])
+            else:  # HEAD included: it must never dequeue a message nobody sees.
+                await send_text(send, 405, "method not allowed", list(ALLOW))
+        except InboxError as error:
+            await send_error(send, error)
+        except ClientGone:
+            pass
+
+    async def get(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parse_query(scope["query_string"])
+        credentials = parse_authorization(_header(scope, b"authorization"))
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        message = await self.mailbox.receive(
+            credentials, wait=self.long_poll_wait, disconnected=disconnected
+        )
+        if message is None:
+            await send_response(send, 204, [NO_STORE])
+            return
+        headers: Headers = [NO_STORE, (b"x-from", message.sender.encode())]
+        if message.content_type is not None:
+            headers.append((b"content-type", message.content_type))
+        try:
+            await send_response(send, 200, headers, message.body)
+        except Exception:
+            # The reader vanished while we answered: the message is not lost.
+            await self.mailbox.requeue(credentials.username, message)
+            raise ClientGone from None
+
+    async def post(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = parse_query(scope["query_string"])
+        authorization = content_length = content_type = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"content-type":
+                content_type = value
+        credentials = parse_authorization(authorization)
+        await self.mailbox.open(credentials)
+        recipient = query.get("to")
+        if not recipient:
+            raise MissingRecipient
+        declared = content_length or b""
+        if declared.isdigit() and int(declared) > self.max_body_size:
+            raise BodyTooLarge
+        body = await self._read_body(receive)
+        message = Message(credentials.username, body, content_type)
+        await self.mailbox.send(credentials.username, recipient, message)
+        await send_response(send, 200, [])
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The request body, refusing it as soon as it passes max_body_size."""
+        chunks = []
+        size = 0
+        more = True
+        while more:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_size:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            more = event.get("more_body", False)
+        return b"".join(chunks)
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    name: bytes
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value
+    return None

@@ -1,0 +1,205 @@
+"""The embedded backend: every inbox in this process's memory."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+
+from .auth import Credentials
+from .errors import InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
+from .mailbox import Disconnected, MailboxStats, Message
+from .passwords import PasswordDigest
+
+#: Inboxes deleted per expiry step before yielding, so mass expiry never stalls the loop.
+EXPIRY_BATCH = 500
+
+
+class Reader:
+    """One parked GET. Waking it cancels its wait; `message` says what it got."""
+
+    __slots__ = ("message", "scope")
+
+    def __init__(self) -> None:
+        self.message: Message | None = None
+        self.scope: anyio.CancelScope | None = None
+
+    def wake(self, message: Message | None = None) -> None:
+        self.message = message
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class Inbox:
+    __slots__ = ("password", "queue", "reader", "touched")
+
+    def __init__(self, password: PasswordDigest, now: float) -> None:
+        self.password = password
+        self.queue: deque[Message] = deque()
+        self.reader: Reader | None = None
+        self.touched = now
+
+
+class MemoryMailbox:
+    """Inboxes in an OrderedDict kept in last-read order.
+
+    Because the inbox timeout is the same for all, the dict's front is always
+    the next to expire: an expiry pass pops from the front and stops at the
+    first live inbox, so it costs what expires, never a scan of all inboxes.
+    """
+
+    def __init__(
+        self,
+        *,
+        inbox_timeout: float,
+        inbox_capacity: int,
+        max_inboxes: int,
+        cleanup_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inbox_timeout = inbox_timeout
+        self.inbox_capacity = inbox_capacity
+        self.max_inboxes = max_inboxes
+        self.cleanup_interval = cleanup_interval
+        self.clock = clock
+        self._inboxes: OrderedDict[str, Inbox] = OrderedDict()
+        self._readers: set[Reader] = set()
+        self._queued = 0
+        self._closed = False
+
+    # -- the Mailbox interface -------------------------------------------------
+
+    async def open(self, credentials: Credentials) -> None:
+        self._open(credentials, self.clock())
+
+    async def send(self, sender: str, recipient: str, message: Message) -> None:
+        inbox = self._lookup(recipient, self.clock())
+        if inbox is None:
+            raise NoSuchInbox
+        reader = inbox.reader
+        if reader is not None:
+            inbox.reader = None
+            reader.wake(message)
+            return
+        if len(inbox.queue) >= self.inbox_capacity:
+            raise InboxFull
+        inbox.queue.append(message)
+        self._queued += 1
+
+    async def receive(
+        self, credentials: Credentials, *, wait: float, disconnected: Disconnected
+    ) -> Message | None:
+        name = credentials.username
+        inbox = self._open(credentials, self.clock())
+        self._touch(name, inbox)
+        if inbox.queue:
+            self._queued -= 1
+            return inbox.queue.popleft()
+        if wait <= 0 or self._closed:
+            return None
+        reader = Reader()
+        if inbox.reader is not None:
+            inbox.reader.wake(None)  # newest reader wins
+        inbox.reader = reader
+        self._readers.add(reader)
+        try:
+            with anyio.move_on_after(wait) as reader.scope:
+                await disconnected()
+        except BaseException:
+            if reader.message is not None:  # cancelled after a hand-over: keep the message
+                self._put_back(inbox, reader.message)
+                reader.message = None
+            raise
+        finally:
+            self._readers.discard(reader)
+            if inbox.reader is reader:
+                inbox.reader = None
+            self._touch(name, inbox)
+        return reader.message
+
+    async def requeue(self, recipient: str, message: Message) -> None:
+        inbox = self._inboxes.get(recipient)
+        if inbox is not None:
+            self._put_back(inbox, message)
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(self.cleanup_interval)
+            await self.expire_all()
+
+    async def expire_all(self) -> None:
+        """One expiry pass, in batches so a mass expiry never stalls other requests."""
+        while self.expire(limit=EXPIRY_BATCH) == EXPIRY_BATCH:
+            await anyio.lowlevel.checkpoint()
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for reader in list(self._readers):
+            reader.wake(None)
+
+    async def stats(self) -> MailboxStats:
+        return MailboxStats(len(self._inboxes), len(self._readers), self._queued)
+
+    async def aclose(self) -> None:
+        self.shutdown()
+
+    # -- internals ---------------------------------------------------------------
+
+    def expire(self, limit: int | None = None) -> int:
+        """Delete inboxes unread for inbox_timeout; returns how many went."""
+        now = self.clock()
+        cutoff = now - self.inbox_timeout
+        inboxes = self._inboxes
+        expired = 0
+        while inboxes and (limit is None or expired < limit):
+            name, inbox = next(iter(inboxes.items()))
+            if inbox.touched > cutoff:
+                break
+            if inbox.reader is not None:
+                # Being read right now counts as a read: it goes to the back.
+                inbox.touched = now
+                inboxes.move_to_end(name)
+                continue
+            del inboxes[name]
+            self._queued -= len(inbox.queue)
+            expired += 1
+        return expired
+
+    def _lookup(self, name: str, now: float) -> Inbox | None:
+        inbox = self._inboxes.get(name)
+        if inbox is not None and inbox.reader is None and inbox.touched <= now - self.inbox_timeout:
+            # Expired but not yet swept: behave exactly as if the sweep had run.
+            del self._inboxes[name]
+            self._queued -= len(inbox.queue)
+            return None
+        return inbox
+
+    def _open(self, credentials: Credentials, now: float) -> Inbox:
+        inbox = self._lookup(credentials.username, now)
+        if inbox is None:
+            if len(self._inboxes) >= self.max_inboxes and (
+                self.expire(limit=EXPIRY_BATCH) == 0 or len(self._inboxes) >= self.max_inboxes
+            ):
+                raise TooManyInboxes
+            inbox = Inbox(PasswordDigest.of(credentials.password), now)
+            self._inboxes[credentials.username] = inbox
+        elif not inbox.password.matches(credentials.password):
+            raise WrongPassword
+        return inbox
+
+    def _touch(self, name: str, inbox: Inbox) -> None:
+        if self._inboxes.get(name) is inbox:
+            inbox.touched = self.clock()
+            self._inboxes.move_to_end(name)
+
+    def _put_back(self, inbox: Inbox, message: Message) -> None:
+        reader = inbox.reader
+        if reader is not None:
+            inbox.reader = None
+            reader.wake(message)
+        else:
+            inbox.queue.appendleft(message)
+            self._queued += 1
