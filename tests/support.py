@@ -1,0 +1,136 @@
+"""Helpers shared by the test modules: real server processes, polling, credentials."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def basic(username: str, password: str = "secret") -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        time.sleep(interval)
+
+
+@dataclass
+class ServerProcess:
+    """An `inbox-asgi` subprocess; `stop()` sends SIGTERM and waits for the exit code."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    ca_path: str | None
+    log_path: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def verify(self) -> str | bool:
+        return self.ca_path or False
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, verify=self.verify, **kwargs)  # type: ignore[arg-type]
+
+    def async_client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, verify=self.verify, **kwargs)  # type: ignore[arg-type]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"server did not exit within {timeout} s\n{self.log()}") from None
+        return self.process.returncode
+
+
+def server_command(flags: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "inbox_asgi", *flags]
+
+
+def run_cli(flags: Sequence[str], cwd: Path, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion (for start-up errors)."""
+    return subprocess.run(
+        server_command(flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env()
+    )
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_")}
+    env.update(extra or {})
+    return env
+
+
+def start_server(
+    flags: Sequence[str],
+    *,
+    cwd: Path,
+    tls: tuple[str, str, str] | None,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 20.0,
+) -> ServerProcess:
+    """Start `inbox-asgi` on a free port; `tls` is (cert, key, ca) or None for plain HTTP."""
+    port = free_port()
+    args = ["-bind", f"127.0.0.1:{port}", "-log-level", "warning", *flags]
+    if tls is None:
+        args += ["-https=false"]
+        scheme, ca = "http", None
+    else:
+        cert, key, ca = tls
+        args += ["-server-cert", cert, "-server-key", key]
+        scheme = "https"
+    log_path = cwd / f"server-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            server_command(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=_env(env)
+        )
+    server = ServerProcess(process, f"{scheme}://127.0.0.1:{port}", ca, log_path)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            return httpx.get(f"{server.base_url}/healthz", verify=server.verify, timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_until(ready, timeout=startup_timeout, interval=0.05)
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
