@@ -68,7 +68,10 @@ def make_client(backend: dict[str, Any]) -> ClientFactory:
         values = {"public": str(PUBLIC), **backend, **settings}
         app = create_app(Settings(**values))
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+        ):
             client.app = app  # type: ignore[attr-defined]
             yield client
 
