@@ -1,0 +1,68 @@
+"""What the tests ask of the demo pages, in one place (selectors and in-page checks)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+VIDEO = "document.querySelector('video#preview')"
+PROGRESS = f"""() => {{
+  const v = {VIDEO};
+  return {{width: v.videoWidth, time: v.currentTime, frames: v.getVideoPlaybackQuality().totalVideoFrames}};
+}}"""
+HAS_FRAMES = f"() => {{ const v = {VIDEO}; return v.videoWidth > 0 && v.currentTime > 0; }}"
+ADVANCED = f"""([time, frames]) => {{
+  const v = {VIDEO};
+  return v.currentTime >= time + 1.5 && v.getVideoPlaybackQuality().totalVideoFrames > frames + 10;
+}}"""
+
+
+def unique(prefix: str) -> str:
+    """A fresh name, so tests sharing a server never share an inbox."""
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+async def assert_video_plays(page: Any, timeout_ms: float = 20_000) -> dict[str, float]:
+    """Real frames in video#preview: a size, and time and frame count moving on over ~2 s."""
+    await page.wait_for_function(HAS_FRAMES, timeout=timeout_ms)
+    before = await page.evaluate(PROGRESS)
+    await page.wait_for_function(ADVANCED, arg=[before["time"], before["frames"]], timeout=10_000)
+    after = await page.evaluate(PROGRESS)
+    assert after["width"] > 0
+    assert after["time"] > before["time"] + 1
+    assert after["frames"] > before["frames"]
+    return after
+
+
+async def wait_state(page: Any, state: str, timeout_ms: float = 20_000) -> None:
+    await page.wait_for_function(
+        "(state) => document.getElementById('state').dataset.state === state", arg=state, timeout=timeout_ms
+    )
+
+
+async def start_camera(page: Any) -> None:
+    """On send.html: pick the first camera and press Start."""
+    await page.wait_for_function("document.querySelectorAll('select#devices option').length > 0")
+    await page.select_option("select#devices", index=0)
+    await page.click("button#start")
+
+
+async def chat_say(page: Any, text: str) -> None:
+    await page.wait_for_selector("#message:enabled")
+    await page.fill("#message", text)
+    await page.click("#send")
+
+
+async def wait_chat_line(page: Any, kind: str, text: str, timeout_ms: float = 20_000) -> None:
+    """Wait for a line of `kind` ('me', 'them', 'info') reading `text` in the chat log."""
+    await page.wait_for_function(
+        """([kind, text]) => [...document.querySelectorAll('#log li.' + kind)]
+             .some((li) => li.textContent === text)""",
+        arg=[kind, text],
+        timeout=timeout_ms,
+    )
+
+
+async def chat_lines(page: Any) -> list[str]:
+    lines: list[str] = await page.eval_on_selector_all("#log li", "(items) => items.map((li) => li.textContent)")
+    return lines

@@ -1,0 +1,97 @@
+"""The demo pages against each other in Chromium, through a real inbox-asgi over HTTPS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ..support import ServerProcess
+from .pages import (
+    assert_video_plays,
+    chat_lines,
+    chat_say,
+    start_camera,
+    unique,
+    wait_chat_line,
+    wait_state,
+)
+
+pytestmark = pytest.mark.anyio
+
+Opener = Callable[..., Any]
+
+
+async def test_camera_reaches_the_receiver(server: ServerProcess, new_page: Opener, screenshot: Any) -> None:
+    camera, screen = unique("camera"), unique("screen")
+    receiver = await new_page(f"{server.base_url}/receive.html?from={screen}&to={camera}")
+    sender = await new_page(f"{server.base_url}/send.html?from={camera}&to={screen}")
+
+    await start_camera(sender)
+    await assert_video_plays(receiver)
+
+    await wait_state(sender, "connected")
+    assert await receiver.text_content("#state") == "connected"
+    assert await receiver.text_content("#error") == ""
+    await screenshot(sender, "send")
+    await screenshot(receiver, "receive")
+
+
+async def test_video_keeps_playing_when_the_server_stops(
+    server: ServerProcess, new_page: Opener, screenshot: Any
+) -> None:
+    camera, screen = unique("camera"), unique("screen")
+    # Sender first this time: its hello finds nobody, the receiver's hello starts the call.
+    sender = await new_page(f"{server.base_url}/send.html?from={camera}&to={screen}")
+    await start_camera(sender)
+    receiver = await new_page(f"{server.base_url}/receive.html?from={screen}&to={camera}")
+    await assert_video_plays(receiver)
+    await receiver.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+    server.stop()
+    assert server.process.poll() is not None
+
+    await assert_video_plays(receiver)
+    assert await receiver.evaluate("window.loadedOnce") is True
+    assert await receiver.evaluate("demo.call.status") == "connected"
+    assert await sender.evaluate("demo.call.status") == "connected"
+    await screenshot(receiver, "receive-after-server-stop")
+
+
+async def test_chat_between_two_pages(server: ServerProcess, new_page: Opener, screenshot: Any) -> None:
+    room = unique("room")
+    alice = await new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bob")
+    bob = await new_page(f"{server.base_url}/chat.html?room={room}&me=bob&peer=alice")
+
+    await chat_say(alice, "hello bob")
+    await wait_chat_line(bob, "them", "hello bob")
+    await chat_say(bob, "hi alice ✓")
+    await wait_chat_line(alice, "them", "hi alice ✓")
+
+    assert await alice.text_content("#state") == "connected"
+    assert await chat_lines(bob) == ["alice joined", "hello bob", "hi alice ✓"]
+    await screenshot(alice, "alice")
+    await screenshot(bob, "bob")
+
+
+async def test_two_pairs_on_one_server_do_not_cross_talk(
+    server: ServerProcess, new_page: Opener, screenshot: Any
+) -> None:
+    rooms = [unique("room"), unique("room")]
+    pages = {
+        (room, me): await new_page(f"{server.base_url}/chat.html?room={room}&me={me}&peer={peer}")
+        for room in rooms
+        for me, peer in (("alice", "bob"), ("bob", "alice"))
+    }
+    for room in rooms:
+        await chat_say(pages[room, "alice"], f"secret of {room}")
+    for room in rooms:
+        await wait_chat_line(pages[room, "bob"], "them", f"secret of {room}")
+
+    for (room, _), page in pages.items():
+        lines = " ".join(await chat_lines(page))
+        other = next(r for r in rooms if r != room)
+        assert f"secret of {other}" not in lines
+    await screenshot(pages[rooms[0], "bob"], "first-pair")
+    await screenshot(pages[rooms[1], "bob"], "second-pair")
