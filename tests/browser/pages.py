@@ -64,5 +64,7 @@ async def wait_chat_line(page: Any, kind: str, text: str, timeout_ms: float = 20
 
 
 async def chat_lines(page: Any) -> list[str]:
-    lines: list[str] = await page.eval_on_selector_all("#log li", "(items) => items.map((li) => li.textContent)")
+    lines: list[str] = await page.eval_on_selector_all(
+        "#log li", "(items) => items.map((li) => li.textContent)"
+    )
     return lines

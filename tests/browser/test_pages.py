@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +50,7 @@ async def test_video_keeps_playing_when_the_server_stops(
     await assert_video_plays(receiver)
     await receiver.evaluate("window.loadedOnce = true")  # gone if the page reloads
 
-    server.stop()
+    server.stop(signal.SIGKILL)  # as abrupt as it gets; SIGTERM would be no different to the peers
     assert server.process.poll() is not None
 
     await assert_video_plays(receiver)

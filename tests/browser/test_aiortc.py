@@ -1,0 +1,125 @@
+"""aiortc peers (examples/aiortc_peer.py) with each other and with the demo pages in Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import AsyncIterator, Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from inbox_asgi.client import InboxClient
+
+from ..support import ROOT, ServerProcess
+from .pages import assert_video_plays, chat_say, unique, wait_chat_line
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("loopback_ice")]
+
+Opener = Callable[..., Any]
+ClientFactory = Callable[[str], InboxClient]
+
+
+@pytest.fixture(scope="module")
+def peer() -> ModuleType:
+    """The example itself, so the tests prove what the README tells people to run."""
+    spec = importlib.util.spec_from_file_location("aiortc_peer", ROOT / "examples" / "aiortc_peer.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+async def client(server: ServerProcess) -> AsyncIterator[ClientFactory]:
+    """Factory: an InboxClient for `name`, verifying the server's certificate."""
+    clients: list[InboxClient] = []
+
+    def make(name: str) -> InboxClient:
+        clients.append(InboxClient(server.base_url, name, "pw-" + name, verify=server.ca_path or False))
+        return clients[-1]
+
+    yield make
+    for made in clients:
+        await made.aclose()
+
+
+class Inbox:
+    """Collects data-channel messages; `await inbox.wait_for(text)` instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, channel: Any, text: str) -> None:
+        self.messages.append(text)
+        self.changed.set()
+
+    async def wait_for(self, text: str, within: float = 20) -> None:
+        async with asyncio.timeout(within):
+            while text not in self.messages:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_aiortc_peers_talk_over_a_data_channel(peer: ModuleType, client: ClientFactory) -> None:
+    room = unique("room")
+    heard_by_a, heard_by_b = Inbox(), Inbox()
+
+    async with asyncio.timeout(30):
+        channel_a, channel_b = await asyncio.gather(
+            peer.open_chat(client(f"{room}/a"), f"{room}/a", f"{room}/b", heard_by_a),
+            peer.open_chat(client(f"{room}/b"), f"{room}/b", f"{room}/a", heard_by_b),
+        )
+    try:
+        channel_a.send("from a")
+        channel_b.send("from b")
+        await heard_by_b.wait_for("from a")
+        await heard_by_a.wait_for("from b")
+        assert heard_by_a.messages == ["from b"]
+        assert heard_by_b.messages == ["from a"]
+    finally:
+        channel_a.close()
+        channel_b.close()
+
+
+async def test_aiortc_camera_plays_in_receive_page(
+    peer: ModuleType, client: ClientFactory, server: ServerProcess, new_page: Opener, screenshot: Any
+) -> None:
+    camera, screen = unique("camera"), unique("screen")
+    receiver = await new_page(f"{server.base_url}/receive.html?from={screen}&to={camera}")
+
+    async with asyncio.timeout(30):
+        pc = await peer.send_camera(client(camera), screen)
+    try:
+        progress = await assert_video_plays(receiver)
+        assert progress["width"] == 640
+        assert await receiver.text_content("#state") == "connected"
+        await screenshot(receiver, "receive-from-aiortc")
+    finally:
+        await pc.close()
+
+
+async def test_chat_page_talks_with_aiortc_peer(
+    peer: ModuleType, client: ClientFactory, server: ServerProcess, new_page: Opener, screenshot: Any
+) -> None:
+    room = unique("room")
+    heard = Inbox()
+
+    def echo(channel: Any, text: str) -> None:
+        heard(channel, text)
+        channel.send(f"echo: {text}")
+
+    page = await new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bot")
+    async with asyncio.timeout(30):
+        channel = await peer.open_chat(client(f"{room}/bot"), f"{room}/bot", f"{room}/alice", echo)
+    try:
+        await chat_say(page, "hello python")
+        await heard.wait_for("hello python")
+        await wait_chat_line(page, "them", "echo: hello python")
+        channel.send("hello browser")
+        await wait_chat_line(page, "them", "hello browser")
+        await screenshot(page, "chat-with-aiortc")
+    finally:
+        channel.close()
