@@ -12,7 +12,10 @@ import trustme
 from inbox_asgi.app import create_app
 from inbox_asgi.config import Settings
 
+from .redis_support import RedisServer, own_redis, redis_server
 from .support import ServerProcess, start_server
+
+__all__ = ["RedisServer", "own_redis", "redis_server"]  # fixtures shared with every test module
 
 PUBLIC = Path(__file__).resolve().parents[1] / "public"
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
@@ -53,9 +56,17 @@ def real_server(
         server.stop()
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings that select a mailbox backend; protocol tests run once per backend."""
+    """Settings that select a mailbox backend; protocol tests run once per backend.
+
+    "redis" uses the session's private redis-server (tests/redis_support.py),
+    emptied before each test.
+    """
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        return {"redis_url": server.url}
     return {}
 
 

@@ -26,8 +26,9 @@ class PasswordDigest:
     digest: bytes
 
     @classmethod
-    def of(cls, password: str) -> PasswordDigest:
-        salt = os.urandom(SALT_BYTES)
+    def of(cls, password: str, salt: bytes | None = None) -> PasswordDigest:
+        """A fresh random salt, or a given one (to compare against a stored digest)."""
+        salt = os.urandom(SALT_BYTES) if salt is None else salt
         return cls(salt, _digest(password, salt))
 
     def matches(self, password: str) -> bool:

@@ -1,16 +1,529 @@
-"""Placeholder until the Redis backend (issue 4) lands: refuse -redis-url clearly."""
+"""The scale-out backend: inboxes in Redis, shared by every worker and host.
+
+Same rules as the in-memory backend, across processes:
+
+- every multi-key update is one Lua script (`redis_scripts`); the keys of one
+  inbox share a hash tag (the username, base64url-encoded, so `{`, `}` and `:`
+  in names are harmless) and therefore one Redis Cluster slot;
+- inboxes expire through Redis TTLs; while a reader waits, `run()` refreshes
+  the TTL of its inbox, so an inbox with a waiting reader is never deleted;
+- waiting readers hold no Redis connection: a reader registers its token in
+  the inbox, and scripts publish wake-ups on the channel of the process where
+  it waits; one subscription per process dispatches them to local waiters;
+- a woken reader takes a message with CLAIM, which checks it is still the
+  inbox's reader: nothing is popped for a reader that is gone or superseded;
+- `max-inboxes` counts the entries of a global index (a sorted set scored by
+  expiry time, pruned as entries expire — never a scan);
+- Redis errors become `BackendUnavailable` (503) within the socket timeout;
+  a lost subscription is re-established, and every local reader then re-checks
+  its inbox, so no wake-up is lost while the connection was down.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import itertools
+import logging
+import secrets
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.lowlevel
+
+from . import redis_scripts
+from .auth import Credentials
 from .config import ConfigError, Settings
-from .mailbox import Mailbox
+from .errors import BackendUnavailable, InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
+from .mailbox import Disconnected, MailboxStats, Message
+from .passwords import PasswordDigest
+
+try:
+    import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import PubSub
+    from redis.exceptions import NoScriptError, RedisError
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ConfigError(
+        "-redis-url needs the redis package: pip install 'inbox-asgi[redis]'"
+    ) from error
+
+logger = logging.getLogger("inbox_asgi.redis")
+
+#: Seconds any one Redis command may take before the request gets 503.
+SOCKET_TIMEOUT = 2.0
+#: Seconds without a word on the subscription before it is pinged (and dropped if silent).
+PING_EVERY = 5.0
+#: Most password salts remembered (saves a round trip per request for known inboxes).
+SALT_CACHE_SIZE = 65536
+#: Waiting readers refreshed per pipeline.
+REFRESH_BATCH = 500
+RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+# What a woken reader has to do, in increasing priority.
+_NOTHING, _CHECK, _SUPERSEDED, _CLOSED = range(4)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    source: bytes
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        raw = source.encode()
+        return cls(raw, hashlib.sha1(raw).hexdigest())
+
+
+ENTER = Script.of(redis_scripts.ENTER)
+SEND = Script.of(redis_scripts.SEND)
+CLAIM = Script.of(redis_scripts.CLAIM)
+LEAVE = Script.of(redis_scripts.LEAVE)
+REFRESH = Script.of(redis_scripts.REFRESH)
+REQUEUE = Script.of(redis_scripts.REQUEUE)
+RESERVE = Script.of(redis_scripts.RESERVE)
+TOUCH = Script.of(redis_scripts.TOUCH)
+COUNT = Script.of(redis_scripts.COUNT)
+SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, RESERVE, TOUCH, COUNT)
+
+#: (script, keys, arguments)
+Call = tuple[Script, Sequence[bytes], Sequence[bytes | int]]
+
+
+def client_options() -> dict[str, Any]:
+    """Bounded waits and no automatic retries.
+
+    A retried script could run twice (a message popped by the first run would
+    be lost), so a failed command fails the request with 503 instead; idle
+    connections are dropped as soon as a loss is noticed, so no stale one is
+    used after Redis comes back. Query parameters of the URL
+    (``?socket_timeout=5``) override these.
+    """
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "retry": redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+    }
+
+
+def inbox_keys(name: str, prefix: str = "inbox") -> tuple[bytes, bytes]:
+    """(meta hash, message list) of an inbox, both in the slot of the name's hash tag."""
+    tag = base64.urlsafe_b64encode(name.encode()).rstrip(b"=")
+    base = prefix.encode() + b":{" + tag + b"}:"
+    return base + b"m", base + b"q"
+
+
+def index_key(prefix: str = "inbox") -> bytes:
+    """The global inbox index; `!` is not in the base64url alphabet, so no inbox shares its tag."""
+    return prefix.encode() + b":{!}:index"
+
+
+_HEAD = struct.Struct(">II")
+
+
+def encode_message(message: Message) -> bytes:
+    sender = message.sender.encode()
+    content_type = message.content_type
+    head = _HEAD.pack(len(sender), 0 if content_type is None else len(content_type) + 1)
+    return b"".join((head, sender, content_type or b"", message.body))
+
+
+def decode_message(raw: bytes) -> Message:
+    sender_size, type_size = _HEAD.unpack_from(raw)
+    start = _HEAD.size + sender_size
+    sender = raw[_HEAD.size : start].decode()
+    content_type = None
+    if type_size:
+        content_type = raw[start : start + type_size - 1]
+        start += type_size - 1
+    return Message(sender, raw[start:], content_type)
+
+
+class Waiter:
+    """One GET parked in this process. Waking it cancels its wait; `pending` says why."""
+
+    __slots__ = ("active", "keys", "name", "pending", "refreshed", "scope", "token")
+
+    def __init__(self, token: bytes, name: str, keys: tuple[bytes, bytes]) -> None:
+        self.token = token
+        self.name = name
+        self.keys = keys
+        self.pending = _NOTHING
+        self.scope: anyio.CancelScope | None = None
+        self.active = False  # registered as the inbox's reader in Redis
+        self.refreshed = 0.0
+
+    def wake(self, reason: int) -> None:
+        self.pending = max(self.pending, reason)
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class RedisMailbox:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        inbox_timeout: float,
+        inbox_capacity: int,
+        max_inboxes: int,
+        cleanup_interval: float = 1.0,
+        prefix: str = "inbox",
+    ) -> None:
+        self.redis = client
+        self.inbox_capacity = inbox_capacity
+        self.max_inboxes = max_inboxes
+        self.prefix = prefix
+        self.ttl_ms = max(1, round(inbox_timeout * 1000))
+        # A waiting reader's inbox TTL is renewed at least three times per timeout.
+        self.refresh_every = min(cleanup_interval, inbox_timeout / 3)
+        self.channel = f"{prefix}:wake:{secrets.token_hex(8)}".encode()
+        self._index = index_key(prefix)
+        self._tokens = itertools.count(1)
+        self._waiters: dict[bytes, Waiter] = {}
+        self._active = 0
+        self._salts: dict[str, bytes] = {}
+        self._closed = False
+        self._subscribed = False
+        self._inboxes = 0
+        self._last_outage_log = -1e9
+
     @classmethod
-    def from_settings(cls, settings: Settings) -> Mailbox:
-        raise ConfigError("-redis-url: the Redis backend is not available in this build yet")
+    def from_settings(cls, settings: Settings) -> RedisMailbox:
+        assert settings.redis_url
+        try:
+            client = aioredis.Redis.from_url(settings.redis_url, **client_options())
+        except ValueError as error:
+            raise ConfigError(f"-redis-url: {error}") from None
+        return cls(
+            client,
+            inbox_timeout=settings.inbox_timeout,
+            inbox_capacity=settings.inbox_capacity,
+            max_inboxes=settings.max_inboxes,
+            cleanup_interval=settings.cleanup_interval,
+        )
+
+    # -- the Mailbox interface -------------------------------------------------
+
+    async def open(self, credentials: Credentials) -> None:
+        await self._enter(credentials, b"open")
+
+    async def send(self, sender: str, recipient: str, message: Message) -> None:
+        keys = inbox_keys(recipient, self.prefix)
+        call: Call = (SEND, keys, (encode_message(message), self.inbox_capacity))
+        reply = (await self._run([call]))[0]
+        if reply == b"missing":
+            raise NoSuchInbox
+        if reply == b"full":
+            raise InboxFull
+
+    async def receive(
+        self, credentials: Credentials, *, wait: float, disconnected: Disconnected
+    ) -> Message | None:
+        if wait <= 0 or self._closed:
+            return _message(await self._enter(credentials, b""))
+        name = credentials.username
+        waiter = Waiter(self.channel + b"|%d" % next(self._tokens), name, inbox_keys(name, self.prefix))
+        # Registered before the script runs, so no wake-up can arrive unheard.
+        self._waiters[waiter.token] = waiter
+        try:
+            reply = await self._enter(credentials, waiter.token)
+            if reply[0] != b"waiting":
+                return _message(reply)
+            waiter.active = True
+            waiter.refreshed = anyio.current_time()
+            self._active += 1
+            return await self._wait(waiter, wait, disconnected)
+        finally:
+            del self._waiters[waiter.token]
+            if waiter.active:
+                self._active -= 1
+
+    async def requeue(self, recipient: str, message: Message) -> None:
+        call: Call = (REQUEUE, inbox_keys(recipient, self.prefix), (encode_message(message),))
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._run([call])
+        except BackendUnavailable:
+            logger.error("could not put back a message for %r: Redis unavailable", recipient)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._listen)
+            tasks.start_soon(self._refresh_loop)
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for waiter in list(self._waiters.values()):
+            waiter.wake(_CLOSED)
+
+    async def stats(self) -> MailboxStats:
+        """Inboxes across all processes; waiting readers of this process.
+
+        Queued messages are not counted in Redis mode (that would need a
+        global counter updated on every message) and read as 0.
+        """
+        with contextlib.suppress(BackendUnavailable):
+            self._inboxes = int((await self._run([(COUNT, (self._index,), ())]))[0])
+        return MailboxStats(self._inboxes, self._active, 0)
+
+    async def aclose(self) -> None:
+        self.shutdown()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _enter(self, credentials: Credentials, mode: bytes) -> list[Any]:
+        """Run ENTER: check or create the inbox, then (mode) read or register a reader."""
+        name, password = credentials.username, credentials.password
+        keys = inbox_keys(name, self.prefix)
+        create = b""
+        for _ in range(4):
+            salt = self._salts.get(name)
+            expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
+            calls: list[Call] = [(ENTER, keys, (expected, create, self.ttl_ms, mode))]
+            if mode != b"open":
+                calls.append(self._touch(name))
+            reply: list[Any] = (await self._taking(name, calls))[0]
+            status = reply[0]
+            if status == b"password":
+                stored = PasswordDigest.from_bytes(reply[1])
+                if not stored.matches(password):
+                    raise WrongPassword
+                self._remember(name, stored.salt)
+            elif status == b"missing":
+                await self._reserve(name)
+                digest = PasswordDigest.of(password)
+                create = digest.to_bytes()
+                self._remember(name, digest.salt)
+            else:
+                return reply
+        raise BackendUnavailable("inbox changed under this request, retry")
+
+    async def _wait(self, waiter: Waiter, wait: float, disconnected: Disconnected) -> Message | None:
+        deadline = anyio.current_time() + wait
+        try:
+            while True:
+                if waiter.pending == _NOTHING and not self._closed:
+                    gone = False
+                    with anyio.move_on_at(deadline) as waiter.scope:
+                        await disconnected()
+                        gone = True
+                    waiter.scope = None
+                    if gone:
+                        break
+                reason, waiter.pending = waiter.pending, _NOTHING
+                if reason != _CHECK or self._closed:
+                    break  # timed out, superseded or shutting down
+                claim: Call = (CLAIM, waiter.keys, (waiter.token, self.ttl_ms))
+                reply = (await self._taking(waiter.name, [claim, self._touch(waiter.name)]))[0]
+                if reply[0] == b"message":
+                    return decode_message(reply[1])
+                if reply[0] == b"superseded":
+                    break
+        except BackendUnavailable:
+            pass  # the wait ends with 204; the client polls again (and gets 503 until Redis is back)
+        except BaseException:
+            with anyio.move_on_after(SOCKET_TIMEOUT, shield=True):
+                await self._leave(waiter)
+            raise
+        await self._leave(waiter)
+        return None
+
+    async def _leave(self, waiter: Waiter) -> None:
+        """Best effort: if it fails, the next GET or sender finds a stale token, which is harmless."""
+        leave: Call = (LEAVE, waiter.keys, (waiter.token, self.ttl_ms))
+        with contextlib.suppress(BackendUnavailable):
+            await self._run([leave, self._touch(waiter.name)])
+
+    async def _taking(self, name: str, calls: list[Call]) -> list[Any]:
+        """Run calls whose first may pop a message; a message is never dropped by a cancellation."""
+        with anyio.CancelScope(shield=True):
+            results = await self._run(calls)
+        reply = results[0]
+        if isinstance(reply, list) and reply[0] == b"message":
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                await self.requeue(name, decode_message(reply[1]))
+                raise
+        return results
+
+    async def _reserve(self, name: str) -> None:
+        call: Call = (RESERVE, (self._index,), (name.encode(), self.max_inboxes, self.ttl_ms))
+        if not (await self._run([call]))[0]:
+            raise TooManyInboxes
+
+    def _touch(self, name: str) -> Call:
+        return (TOUCH, (self._index,), (name.encode(), self.ttl_ms))
+
+    def _remember(self, name: str, salt: bytes) -> None:
+        salts = self._salts
+        if name not in salts and len(salts) >= SALT_CACHE_SIZE:
+            del salts[next(iter(salts))]
+        salts[name] = salt
+
+    # -- background work ------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """One subscription for the whole process; re-established whenever it is lost."""
+        failures = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                await self._pump(pubsub)
+            except (RedisError, OSError) as error:
+                if self._subscribed:
+                    logger.warning("Redis subscription lost (%s); reconnecting", error)
+                    failures = 0
+                self._subscribed = False
+                await self._drop_idle_connections()
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await anyio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+            failures += 1
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        pinged = False
+        while True:
+            event = await pubsub.get_message(timeout=PING_EVERY)
+            if event is None:
+                if pinged:
+                    raise redis.exceptions.TimeoutError("no answer to PING on the subscription")
+                await pubsub.ping()
+                pinged = True
+                continue
+            pinged = False
+            kind = event["type"]
+            if kind == "message":
+                self._dispatch(event["data"])
+            elif kind == "subscribe":
+                if not self._subscribed:
+                    logger.info("Redis subscription on %s", self.channel.decode())
+                self._subscribed = True
+                # Wake-ups published while we were not subscribed are lost: every
+                # local reader re-checks its inbox.
+                for waiter in list(self._waiters.values()):
+                    waiter.wake(_CHECK)
+
+    def _dispatch(self, data: bytes) -> None:
+        waiter = self._waiters.get(data[1:])
+        if waiter is not None:
+            waiter.wake(_SUPERSEDED if data[:1] == b"S" else _CHECK)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.refresh_every)
+            await self.refresh_waiting()
+
+    async def refresh_waiting(self) -> None:
+        """Renew the TTL of inboxes whose reader waits here; wake readers that missed something."""
+        now = anyio.current_time()
+        due = [w for w in self._waiters.values() if w.active and now - w.refreshed >= self.refresh_every]
+        for start in range(0, len(due), REFRESH_BATCH):
+            batch = due[start : start + REFRESH_BATCH]
+            calls: list[Call] = []
+            for waiter in batch:
+                calls.append((REFRESH, waiter.keys, (waiter.token, self.ttl_ms)))
+                calls.append(self._touch(waiter.name))
+            try:
+                results = await self._run(calls)
+            except BackendUnavailable:
+                return
+            for waiter, reply in zip(batch, results[::2], strict=True):
+                waiter.refreshed = now
+                if reply == b"superseded":
+                    waiter.wake(_SUPERSEDED)
+                elif reply == b"message":
+                    waiter.wake(_CHECK)
+
+    # -- talking to Redis ---------------------------------------------------------------
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run scripts in one round trip (loading them if Redis lost them); Redis errors → 503."""
+        try:
+            results = await self._send(calls)
+            redo = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if redo:  # a restarted or flushed Redis: NOSCRIPT means the script did not run
+                for script in SCRIPTS:
+                    await self.redis.script_load(script.source)
+                for i, result in zip(redo, await self._send([calls[i] for i in redo]), strict=True):
+                    results[i] = result
+        except (RedisError, OSError) as error:
+            await self._outage(error)
+            raise BackendUnavailable from None
+        for result in results:
+            if isinstance(result, Exception):
+                await self._outage(result)
+                raise BackendUnavailable from None
+        return results
+
+    async def _send(self, calls: Sequence[Call]) -> list[Any]:
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            try:
+                return [await self.redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)]  # type: ignore[no-untyped-call]
+            except NoScriptError as error:
+                return [error]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _outage(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_outage_log > 10:
+            self._last_outage_log = now
+            logger.warning("Redis unavailable, answering 503: %s", error)
+        if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+            await self._drop_idle_connections()
+
+    async def _drop_idle_connections(self) -> None:
+        """Close pooled connections so none that died with Redis is used when it is back."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
 
 
-def check_connection(url: str) -> None:
-    raise ConfigError("-redis-url: the Redis backend is not available in this build yet")
+def _message(reply: list[Any]) -> Message | None:
+    return decode_message(reply[1]) if reply[0] == b"message" else None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_connection(url: str, timeout: float = 3.0) -> None:
+    """At start-up: Redis answers and accepts our scripts, or a ConfigError says why not."""
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        )
+    except ValueError as error:
+        raise ConfigError(f"-redis-url: {error}") from None
+    try:
+        with client:
+            client.ping()
+            for script in SCRIPTS:
+                client.script_load(script.source)
+    except RedisError as error:
+        raise ConfigError(
+            f"-redis-url: cannot use Redis at {redact(url)}: {error}. "
+            "Start Redis (or fix the URL), or run without -redis-url for the in-memory mode."
+        ) from None
