@@ -23,7 +23,9 @@ def basic(username: str, password: str = "pw") -> bytes:
     return b"Basic " + base64.b64encode(f"{username}:{password}".encode())
 
 
-def build(method: str, target: str, username: str, body: bytes = b"", content_type: bytes | None = None) -> bytes:
+def build(
+    method: str, target: str, username: str, body: bytes = b"", content_type: bytes | None = None
+) -> bytes:
     """A complete raw request authenticated as `username`."""
     head = [
         f"{method} {target} HTTP/1.1".encode(),

@@ -139,7 +139,14 @@ class Server:
 
 def inbox_server(*flags: str, name: str = "inbox-asgi") -> Server:
     port = free_port()
-    argv = [str(VENV_BIN / "inbox-asgi"), "-https=false", "-bind", f"127.0.0.1:{port}", "-log-level", "warning"]
+    argv = [
+        str(VENV_BIN / "inbox-asgi"),
+        "-https=false",
+        "-bind",
+        f"127.0.0.1:{port}",
+        "-log-level",
+        "warning",
+    ]
     return Server(name, [*argv, *flags], port)
 
 
@@ -247,7 +254,8 @@ def summarise(runs: Sequence[dict[str, Any]], ours: str, references: Sequence[st
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "| conns | server | req/s | p50 ms | p99 ms | CPU µs/req | inbox-asgi req/s ÷ this | inbox-asgi p99 ÷ this |",
+        "| conns | server | req/s | p50 ms | p99 ms | CPU µs/req"
+        " | inbox-asgi req/s ÷ this | inbox-asgi p99 ÷ this |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
@@ -276,7 +284,7 @@ def machine() -> str:
          if line.startswith("model name")),
         "unknown CPU",
     )  # fmt: skip
-    return f"{os.cpu_count()} × {cpu}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}"
+    return f"{os.cpu_count()} x {cpu}, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}"
 
 
 def check(label: str, ok: bool) -> str:
@@ -320,13 +328,17 @@ def scenario_pairs(args: argparse.Namespace) -> None:
     raw = {row["connections"]: row for row in rows if row["server"] == "raw-asgi"}
     notes = []
     if 50 in raw:
-        notes.append(check("pairs @50: ≥ 0.8× raw-ASGI req/s", raw[50]["ours_rps_ratio"] >= 0.8))
+        notes.append(check("pairs @50: ≥ 0.8x raw-ASGI req/s", raw[50]["ours_rps_ratio"] >= 0.8))
         notes.append(check("pairs @50: p99 ≤ raw-ASGI p99", raw[50]["ours_p99_ratio"] <= 1.0))
     if 200 in raw:
-        notes.append(check("pairs @200: p99 ≤ 1.5× raw-ASGI p99", raw[200]["ours_p99_ratio"] <= 1.5))
+        notes.append(check("pairs @200: p99 ≤ 1.5x raw-ASGI p99", raw[200]["ours_p99_ratio"] <= 1.5))
     if any(row["errors"] for row in rows):
         notes.append("- **a run had non-2xx responses or socket errors: the figures are invalid**")
-    markdown = table(rows) + f"\n\n{args.rounds} rounds × {args.duration:g} s per server, medians.\n" + "\n".join(notes)
+    markdown = (
+        table(rows)
+        + f"\n\n{args.rounds} rounds x {args.duration:g} s per server, medians.\n"
+        + "\n".join(notes)
+    )
     save("pairs", {"rows": rows, "runs": runs}, markdown)
 
 
@@ -352,7 +364,7 @@ def scenario_post_only(args: argparse.Namespace) -> None:
             server.stop()
         os.unlink(requests_file)
     rows = summarise(runs, "inbox-asgi", ["raw-asgi", "starlette"])
-    markdown = table(rows) + f"\n\n{args.rounds} rounds × {args.duration:g} s per server, medians."
+    markdown = table(rows) + f"\n\n{args.rounds} rounds x {args.duration:g} s per server, medians."
     save("post-only", {"rows": rows, "runs": runs}, markdown)
 
 
@@ -439,11 +451,14 @@ def scenario_ping_pong(args: argparse.Namespace) -> None:
             for number in range(args.rounds):
                 cpu = server.cpu_seconds()
                 result = run_loop(ping_pong(server.port, pairs, args.duration))
-                result["cpu_us_per_round_trip"] = (server.cpu_seconds() - cpu) * 1e6 / max(result["round_trips"], 1)
+                result["cpu_us_per_round_trip"] = (
+                    (server.cpu_seconds() - cpu) * 1e6 / max(result["round_trips"], 1)
+                )
                 result["round"] = number
                 runs.append(result)
                 print(
-                    f"  P={pairs} round {number + 1}/{args.rounds}: {result['round_trips_per_s']:7.0f} round trips/s"
+                    f"  P={pairs} round {number + 1}/{args.rounds}:"
+                    f" {result['round_trips_per_s']:7.0f} round trips/s"
                     f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms",
                     flush=True,
                 )
@@ -465,7 +480,7 @@ def scenario_ping_pong(args: argparse.Namespace) -> None:
             f"| {row['max_ms']:.1f} | {row['cpu_us_per_round_trip']:.0f} |"
         )
     markdown = "\n".join(lines) + (
-        f"\n\n{args.rounds} rounds × {args.duration:g} s, medians. A round trip is 2 POSTs and 2 long-poll"
+        f"\n\n{args.rounds} rounds x {args.duration:g} s, medians. A round trip is 2 POSTs and 2 long-poll"
         " GETs; the client is this Python process (uvloop) on CPU 1."
     )
     save("ping-pong", {"rows": rows, "runs": runs}, markdown)
@@ -534,7 +549,9 @@ async def waiting_readers(server: Server, count: int, senders: int, source: str)
         connection = await Connection.open(port, source=source)
         for i in range(number, count, senders):
             body = b"%d %f" % (i, time.monotonic())
-            response = await connection.request(build("POST", f"/inbox?to=reader{i}", f"sender{number}", body))
+            response = await connection.request(
+                build("POST", f"/inbox?to=reader{i}", f"sender{number}", body)
+            )
             if response.status != 200:
                 raise RuntimeError(f"POST to reader{i} got {response.status}")
         connection.close(reset=True)
@@ -571,9 +588,7 @@ def scenario_readers(args: argparse.Namespace) -> None:
     counts = [*args.readers, hard - 100] if args.max_readers else list(args.readers)
     rows = []
     for number, count in enumerate(counts):
-        server = inbox_server(
-            "-metrics", "-long-polling-timeout", "300", "-max-inboxes", str(count + 1000)
-        )
+        server = inbox_server("-metrics", "-long-polling-timeout", "300", "-max-inboxes", str(count + 1000))
         try:
             # Warm the server up (imports, caches) before the baseline RSS.
             run_setup(server, [build("GET", "/inbox", f"warm{i}") for i in range(200)])
@@ -587,7 +602,8 @@ def scenario_readers(args: argparse.Namespace) -> None:
             flush=True,
         )
     lines = [
-        "| waiting readers | server RSS idle → waiting (MiB) | KiB per reader | delivery p50 ms | p99 ms | max ms"
+        "| waiting readers | server RSS idle → waiting (MiB) | KiB per reader"
+        " | delivery p50 ms | p99 ms | max ms"
         " | all {N} delivered in | exactly once |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -595,15 +611,24 @@ def scenario_readers(args: argparse.Namespace) -> None:
     for row in rows:
         lines.append(
             f"| {row['readers']} | {row['rss_before_kib'] / 1024:.0f} → {row['rss_waiting_kib'] / 1024:.0f} "
-            f"| {row['kib_per_reader']:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['max_ms']:.1f} "
+            f"| {row['kib_per_reader']:.2f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f}"
+            f" | {row['max_ms']:.1f} "
             f"| {row['delivery_seconds']:.2f} s | {'yes' if row['exactly_once'] else 'NO'} "
             f"({row['delivered']}/{row['readers']}, {row['queued_after']:.0f} left queued) |"
         )
     ten_k = next((row for row in rows if row["readers"] == 10000), None)
     notes = [check("≤ 12 KiB per waiting reader", all(row["kib_per_reader"] <= 12 for row in rows))]
     if ten_k:
-        notes.append(check("10k deliveries p99 ≤ 100 ms, exactly once", ten_k["p99_ms"] <= 100 and ten_k["exactly_once"]))
-    notes.append(check(f"readers up to the open-file limit ({hard}) without errors", all(r["exactly_once"] for r in rows)))
+        notes.append(
+            check(
+                "10k deliveries p99 ≤ 100 ms, exactly once", ten_k["p99_ms"] <= 100 and ten_k["exactly_once"]
+            )
+        )
+    notes.append(
+        check(
+            f"readers up to the open-file limit ({hard}) without errors", all(r["exactly_once"] for r in rows)
+        )
+    )
     markdown = "\n".join(lines) + (
         f"\n\nOne fresh server per N. Delivery latency: from a message's POST leaving the sender to its"
         f" reader's 200 arriving, {args.senders} sender connections posting back to back."
@@ -618,7 +643,7 @@ def scenario_readers(args: argparse.Namespace) -> None:
 async def expiry_probe(server: Server, inboxes: int, inbox_timeout: float, interval: float) -> dict[str, Any]:
     """Create `inboxes` inboxes early, then probe /healthz back to back until the expiry pass is over.
 
-    The cleanup task starts with the server, so its passes fall at start + k × interval. All
+    The cleanup task starts with the server, so its passes fall at start + k x interval. All
     inboxes are created before `interval - inbox_timeout` seconds have passed, so they all
     expire between two passes and the pass at `start + interval` deletes them at once.
     """
@@ -723,7 +748,7 @@ def scenario_redis(args: argparse.Namespace) -> None:
     markdown = table(rows).replace("inbox-asgi req/s ÷ this", "in-memory req/s ÷ this").replace(
         "inbox-asgi p99 ÷ this", "in-memory p99 ÷ this"
     ) + (
-        f"\n\n{args.rounds} rounds × {args.duration:g} s per server, medians. The in-memory server is"
+        f"\n\n{args.rounds} rounds x {args.duration:g} s per server, medians. The in-memory server is"
         " pinned to CPU 0; Redis too; the two workers share CPU 0 with Redis (wrk has CPU 1), so"
         " the 2-worker row shows the cost of sharing state, not extra cores."
     )
@@ -743,7 +768,9 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("scenario", choices=[*SCENARIOS, "all"])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per server (default 5)")
     parser.add_argument("--duration", type=float, default=8, help="seconds per wrk run (default 8)")
