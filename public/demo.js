@@ -24,9 +24,20 @@ function demoPassword(name) {
   return password;
 }
 
-/** A link to this demo's other page, with the names swapped. */
+/**
+ * A SignalingChannel for this page, not yet polling. `?server=` points it at an
+ * inbox-asgi on another origin (which must then run with --cors).
+ */
+function demoChannel(from, to) {
+  return new SignalingChannel({
+    server: demoParam('server', ''), from, to, password: demoPassword(from), autoConnect: false,
+  });
+}
+
+/** A link to this demo's other page, with the names swapped (and the same ?server=). */
 function demoPeerLink(page, params) {
   const url = new URL(page, location.href);
+  if (demoParams.has('server')) url.searchParams.set('server', demoParams.get('server'));
   for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
   return url.href;
 }

@@ -11,6 +11,10 @@
 // never reload or tear down the page: a call that is already connected must not
 // care whether the signaling server is still there.
 //
+// Requests carry the Authorization header themselves and use credentials: 'omit':
+// with the default mode a 401 (WWW-Authenticate: Basic) would make the browser
+// pop up its own login dialog instead of handing the response to us.
+//
 // A classic script (no module, no build step) so pages written for the Go
 // server's `SignalingChannel` keep working.
 
@@ -90,7 +94,7 @@ class SignalingChannel extends EventTarget {
       let response = null;
       try {
         response = await fetch(`${this.server}/inbox?to=${encodeURIComponent(to)}`, {
-          method: 'POST', cache: 'no-store', body,
+          method: 'POST', cache: 'no-store', credentials: 'omit', body,
           headers: {Authorization: this._authorization, 'Content-Type': 'application/json'},
         });
       } catch (e) {
@@ -116,7 +120,7 @@ class SignalingChannel extends EventTarget {
       const started = Date.now();
       let wait = 0;
       try {
-        const response = await fetch(url, {method: 'GET', cache: 'no-store', headers, signal});
+        const response = await fetch(url, {method: 'GET', cache: 'no-store', credentials: 'omit', headers, signal});
         if (response.status === 200) {
           const from = response.headers.get('X-From');
           this._dispatch(from, await response.text());

@@ -96,3 +96,11 @@ async def test_two_pairs_on_one_server_do_not_cross_talk(
         assert f"secret of {other}" not in lines
     await screenshot(pages[rooms[0], "bob"], "first-pair")
     await screenshot(pages[rooms[1], "bob"], "second-pair")
+
+
+async def test_a_taken_name_is_explained_on_the_page(server: ServerProcess, new_page: Opener) -> None:
+    room = unique("room")
+    await new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bob&password=first")
+    second = await new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bob&password=other")
+    await second.wait_for_function("document.getElementById('error').textContent.includes('taken')")
+    assert await second.evaluate("demo.channel.connected") is False
