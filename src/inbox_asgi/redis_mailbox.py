@@ -58,6 +58,8 @@ logger = logging.getLogger("inbox_asgi.redis")
 
 #: Seconds any one Redis command may take before the request gets 503.
 SOCKET_TIMEOUT = 2.0
+#: Most Redis connections one process opens (plus its subscription).
+MAX_CONNECTIONS = 64
 #: Seconds without a word on the subscription before it is pinged (and dropped if silent).
 PING_EVERY = 5.0
 #: Most password salts remembered (saves a round trip per request for known inboxes).
@@ -96,20 +98,26 @@ SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, RESERVE, TOUCH, COUNT)
 Call = tuple[Script, Sequence[bytes], Sequence[bytes | int]]
 
 
-def client_options() -> dict[str, Any]:
-    """Bounded waits and no automatic retries.
+def connect(url: str) -> aioredis.Redis:
+    """A client with a bounded pool, bounded waits and no automatic retries.
 
-    A retried script could run twice (a message popped by the first run would
-    be lost), so a failed command fails the request with 503 instead; idle
-    connections are dropped as soon as a loss is noticed, so no stale one is
-    used after Redis comes back. Query parameters of the URL
-    (``?socket_timeout=5``) override these.
+    Waiting readers hold no connection; a request holds one for one round
+    trip, and at most MAX_CONNECTIONS are open per process. A retried script
+    could run twice (a message popped by the first run would be lost), so a
+    failed command fails its request with 503 instead; idle connections are
+    dropped as soon as a loss is noticed, so none that died with Redis is
+    used after it comes back. URL query parameters (``?socket_timeout=5``)
+    override these settings.
     """
-    return {
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": SOCKET_TIMEOUT,
-        "retry": redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-    }
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=SOCKET_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+        retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def inbox_keys(name: str, prefix: str = "inbox") -> tuple[bytes, bytes]:
@@ -198,7 +206,7 @@ class RedisMailbox:
     def from_settings(cls, settings: Settings) -> RedisMailbox:
         assert settings.redis_url
         try:
-            client = aioredis.Redis.from_url(settings.redis_url, **client_options())
+            client = connect(settings.redis_url)
         except ValueError as error:
             raise ConfigError(f"-redis-url: {error}") from None
         return cls(
@@ -208,6 +216,11 @@ class RedisMailbox:
             max_inboxes=settings.max_inboxes,
             cleanup_interval=settings.cleanup_interval,
         )
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether this process currently hears wake-ups (for tests and health checks)."""
+        return self._subscribed
 
     # -- the Mailbox interface -------------------------------------------------
 
