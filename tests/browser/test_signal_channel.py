@@ -24,18 +24,19 @@ WITH_DEADLINE = """async ([a, b]) => {
 }"""
 
 
-async def channel_page(new_page: Opener, server: ServerProcess) -> Any:
+async def run_script(new_page: Opener, server: ServerProcess, body: str, a: str, b: str) -> Any:
+    """Run `body` in a page of `server` that loaded signal_channel.js; `a` and `b` are peer names."""
     page = await new_page(f"{server.base_url}/")
     await page.add_script_tag(url="signal_channel.js")
-    return page
+    return await page.evaluate(WITH_DEADLINE % body, [a, b])
 
 
 async def test_sends_wait_for_the_peer_and_arrive_in_order(server: ServerProcess, new_page: Opener) -> None:
-    page = await channel_page(new_page, server)
-    a, b = unique("a"), unique("b")
-    received = await page.evaluate(
-        WITH_DEADLINE
-        % """
+    a = unique("a")
+    received = await run_script(
+        new_page,
+        server,
+        """
         const sender = new SignalingChannel({from: a, to: b, password: 'pa', autoConnect: false});
         // b has no inbox yet: the first send gets 404s and retries, the rest queue behind it.
         const sending = Promise.all([1, 2, 3, 4, 5].map((n) => sender.send({type: 'count', n})));
@@ -50,17 +51,17 @@ async def test_sends_wait_for_the_peer_and_arrive_in_order(server: ServerProcess
         reader.disconnect();
         return received;
         """,
-        [a, b],
+        a,
+        unique("b"),
     )
     assert received == [[a, n] for n in range(1, 6)]
 
 
 async def test_refusals_are_reported_not_retried(server: ServerProcess, new_page: Opener) -> None:
-    page = await channel_page(new_page, server)
-    a, b = unique("a"), unique("b")
-    result = await page.evaluate(
-        WITH_DEADLINE
-        % """
+    result = await run_script(
+        new_page,
+        server,
+        """
         const owner = new SignalingChannel({from: b, password: 'right'});
         await owner.send({type: 'hello'}, {to: b});  // b's inbox now exists (a message to itself)
         owner.disconnect();
@@ -76,7 +77,8 @@ async def test_refusals_are_reported_not_retried(server: ServerProcess, new_page
         }
         return {status401, polling: imposter.connected, status404};
         """,
-        [a, b],
+        unique("a"),
+        unique("b"),
     )
     assert result == {"status401": 401, "polling": False, "status404": 404}
 
@@ -85,10 +87,10 @@ async def test_full_inbox_is_retried_after_retry_after(
     real_server: Callable[..., ServerProcess], new_page: Opener
 ) -> None:
     server = real_server("-public", str(PUBLIC), "-inbox-capacity", "1")
-    page = await channel_page(new_page, server)
-    result = await page.evaluate(
-        WITH_DEADLINE
-        % """
+    result = await run_script(
+        new_page,
+        server,
+        """
         let refused;
         const sawRefusal = new Promise((resolve) => { refused = resolve; });
         const fetchOriginal = window.fetch;
@@ -110,7 +112,8 @@ async def test_full_inbox_is_retried_after_retry_after(
         reader.disconnect();
         return arrivedAt - refusedAt;
         """,
-        [unique("a"), unique("b")],
+        unique("a"),
+        unique("b"),
     )
     assert 900 <= result < 10_000
 
