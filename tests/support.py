@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -54,8 +56,28 @@ class ServerProcess:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
-    def verify(self) -> str | bool:
-        return self.ca_path or False
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_path) if self.ca_path else False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.base_url.rsplit("/", 1)[1].rsplit(":", 1)
+        return host, int(port)
+
+    async def raw_status(self, request: bytes) -> int:
+        """Send one raw request on a new connection and return the status code.
+
+        Far lighter than httpx, so a test can hold thousands of requests open.
+        """
+        host, port = self.address
+        context = ssl.create_default_context(cafile=self.ca_path) if self.ca_path else None
+        reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        try:
+            writer.write(request)
+            status_line = await reader.readline()
+            return int(status_line.split()[1])
+        finally:
+            writer.close()
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, verify=self.verify, **kwargs)  # type: ignore[arg-type]

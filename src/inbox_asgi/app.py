@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from starlette.applications import Starlette
@@ -16,6 +17,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import Settings
 from .endpoint import InboxEndpoint
@@ -38,6 +40,36 @@ def build_mailbox(settings: Settings) -> Mailbox:
         max_inboxes=settings.max_inboxes,
         cleanup_interval=settings.cleanup_interval,
     )
+
+
+class InboxFirst(Starlette):
+    """Starlette, except that /inbox skips the router: it is nearly every request.
+
+    A request for exactly `/inbox` goes straight to the endpoint, through the
+    user middleware (CORS, metrics) only, not through Starlette's error and
+    exception middleware or the route table (uvicorn answers 500 if the endpoint
+    ever raises). Everything else, including /inbox under a root_path, takes the
+    ordinary Starlette path, where the same endpoint is also routed.
+    """
+
+    def __init__(self, inbox: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inbox = inbox
+        self.inbox_stack: ASGIApp | None = None
+
+    def build_inbox_stack(self) -> ASGIApp:
+        app = self.inbox
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/inbox" and not scope.get("root_path"):
+            if self.inbox_stack is None:
+                self.inbox_stack = self.build_inbox_stack()
+            await self.inbox_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = None) -> Starlette:
@@ -83,7 +115,7 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
             restore_signals()
             await mailbox.aclose()
 
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = InboxFirst(inbox, routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.mailbox = mailbox
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -95,6 +96,10 @@ def run(settings: Settings) -> None:
 
     # Workers are separate processes: they rebuild the same Settings from INBOX_* variables.
     os.environ.update(settings.to_env())
+    # uvicorn re-raises the signal that stopped it once it has shut down; a
+    # graceful stop is a success, so exit 0 instead of dying by the signal.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         "inbox_asgi.app:create_app",
         factory=True,
@@ -111,6 +116,10 @@ def run(settings: Settings) -> None:
         server_header=False,
         log_config=None,
     )
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _check_redis(settings: Settings) -> None:

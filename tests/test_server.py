@@ -1,0 +1,200 @@
+"""What only a real `inbox-asgi` process over real TLS shows."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from .support import ServerProcess, basic, run_cli, wait_until
+
+Start = Callable[..., ServerProcess]
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    text = httpx.get(f"{server.base_url}/metrics", verify=server.verify).text
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in metrics"
+    return float(match.group(1))
+
+
+def raw_request(server: ServerProcess, data: bytes, read: bool = True) -> bytes:
+    """Send bytes over a fresh TLS connection and return what the server answers."""
+    host, port = server.address
+    context = ssl.create_default_context(cafile=server.ca_path)
+    with socket.create_connection((host, port), timeout=10) as plain:
+        with context.wrap_socket(plain, server_hostname=host) as sock:
+            sock.sendall(data)
+            if not read:
+                return b""
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+
+def test_serves_verified_tls(real_server: Start) -> None:
+    server = real_server()
+    assert server.base_url.startswith("https://")
+    with server.client() as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/").status_code == 200
+    with pytest.raises(httpx.ConnectError):  # the client really checks the certificate
+        httpx.get(f"{server.base_url}/healthz", verify=True)
+
+
+def test_streamed_chunked_body_over_limit_is_413(real_server: Start) -> None:
+    server = real_server("-max-body-size", "1000", "-long-polling=false")
+
+    def body() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"y" * 100
+
+    with server.client() as client:
+        assert client.get("/inbox", headers=basic("r")).status_code == 204
+        assert client.post("/inbox?to=r", headers=basic("s"), content=body()).status_code == 413
+        assert client.post("/inbox?to=r", headers=basic("s"), content=b"z" * 1001).status_code == 413
+        assert client.post("/inbox?to=r", headers=basic("s"), content=b"ok").status_code == 200
+        assert client.get("/inbox", headers=basic("r")).content == b"ok"
+
+
+def test_huge_header_is_431_and_server_keeps_serving(real_server: Start) -> None:
+    server = real_server("-max-header-size", "4096")
+    answer = raw_request(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431")
+    with server.client() as client:
+        assert client.get("/healthz", headers={"X-Fits": "a" * 2000}).status_code == 200
+
+
+def test_client_disconnect_mid_long_poll_consumes_nothing(real_server: Start) -> None:
+    server = real_server("-metrics")
+    host, port = server.address
+    context = ssl.create_default_context(cafile=server.ca_path)
+    auth = basic("r")["Authorization"].encode()
+    with socket.create_connection((host, port)) as plain, context.wrap_socket(plain, server_hostname=host) as sock:
+        sock.sendall(b"GET /inbox HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n")
+        wait_until(lambda: metric(server, "inbox_waiting_readers") == 1)
+    wait_until(lambda: metric(server, "inbox_waiting_readers") == 0)
+    with server.client() as client:
+        assert client.post("/inbox?to=r", headers=basic("s"), content=b"survivor").status_code == 200
+        response = client.get("/inbox", headers=basic("r"))
+        assert (response.status_code, response.content) == (200, b"survivor")
+
+
+@pytest.mark.anyio
+async def test_sigterm_answers_waiting_readers_and_exits(real_server: Start) -> None:
+    server = real_server("-metrics", "-long-polling-timeout", "60")
+    readers = 1000
+    statuses: list[int] = []
+
+    async def read(i: int) -> None:
+        auth = basic(f"r{i}")["Authorization"].encode()
+        request = b"GET /inbox HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n"
+        statuses.append(await server.raw_status(request))
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(readers):
+            tasks.start_soon(read, i)
+        with anyio.fail_after(60):
+            while metric(server, "inbox_waiting_readers") < readers:
+                await anyio.sleep(0.1)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+    answered_in = time.monotonic() - started
+    code = await anyio.to_thread.run_sync(server.process.wait, 10)
+    exited_in = time.monotonic() - started
+    assert statuses == [204] * readers
+    assert answered_in < 4, answered_in
+    assert exited_in < 5, exited_in
+    assert code == 0
+
+
+def test_missing_certificate_is_a_clear_startup_error(tmp_path: Path) -> None:
+    result = run_cli(["-bind", "127.0.0.1:0", "-server-cert", "nope.crt"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope.crt" in result.stderr
+    assert "certs/README.md" in result.stderr
+    assert "-https=false" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unreadable_key_is_a_clear_startup_error(tmp_path: Path, tls_files: tuple[str, str, str]) -> None:
+    cert, _, _ = tls_files
+    (tmp_path / "bad.key").write_text("not a key")
+    result = run_cli(["-server-cert", cert, "-server-key", str(tmp_path / "bad.key")], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "bad.key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["-max-body-size", "-5"], "max-body-size"),
+        (["--bind", "not-an-address"], "bind"),
+        (["-https=maybe"], "https"),
+        (["--workers", "3"], "redis-url"),
+        (["-no-such-flag"], "unrecognized"),
+    ],
+)
+def test_invalid_flags_exit_2_with_a_message(tmp_path: Path, flags: list[str], message: str) -> None:
+    result = run_cli(flags, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_go_style_flags(real_server: Start) -> None:
+    server = real_server("--inbox-capacity", "5", "-cors", "-long-polling=false", "--max-body-size=64", tls=False)
+    assert server.base_url.startswith("http://")
+    with server.client() as client:
+        assert client.get("/inbox", headers=basic("r")).status_code == 204  # no waiting
+        codes = [client.post("/inbox?to=r", headers=basic("s"), content=b"m").status_code for _ in range(6)]
+        assert codes == [200] * 5 + [503]
+        assert client.post("/inbox?to=r", headers=basic("s"), content=b"x" * 65).status_code == 413
+        cors = client.get("/healthz", headers={"Origin": "https://a.example"})
+        assert cors.headers["access-control-allow-origin"] == "*"
+
+
+def test_environment_configures_the_server(real_server: Start) -> None:
+    server = real_server(env={"INBOX_INBOX_CAPACITY": "1", "INBOX_LONG_POLLING": "false"})
+    with server.client() as client:
+        client.get("/inbox", headers=basic("r"))
+        codes = [client.post("/inbox?to=r", headers=basic("s")).status_code for _ in range(2)]
+        assert codes == [200, 503]
+
+
+def test_self_signed_mode_serves_https(tmp_path: Path) -> None:
+    from .support import free_port, server_command
+
+    port = free_port()
+    import subprocess
+
+    log = tmp_path / "log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            server_command(["-self-signed", "-bind", f"127.0.0.1:{port}"]), cwd=tmp_path, stdout=out, stderr=out
+        )
+    server = ServerProcess(process, f"https://127.0.0.1:{port}", None, log)
+    try:
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{server.base_url}/healthz", verify=False).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, timeout=20)
+        pem = ssl.get_server_certificate(("127.0.0.1", port))
+        assert "BEGIN CERTIFICATE" in pem
+        assert "self-signed" in server.log()
+    finally:
+        assert server.stop() == 0
