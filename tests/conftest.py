@@ -40,9 +40,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
 
 
 @pytest.fixture
-def real_server(
-    tls_files: tuple[str, str, str], tmp_path: Path
-) -> Iterator[Callable[..., ServerProcess]]:
+def real_server(tls_files: tuple[str, str, str], tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: `real_server(*flags, tls=True, env=None)` starts inbox-asgi over verified TLS."""
     started: list[ServerProcess] = []
 

@@ -49,7 +49,9 @@ async def test_get_creates_inbox_and_answers_204_without_message(make_client: Cl
         assert (await post(client, "s", "r", b"now")).status_code == 200
 
 
-async def test_message_delivered_exactly_once_with_sender_and_content_type(make_client: ClientFactory) -> None:
+async def test_message_delivered_exactly_once_with_sender_and_content_type(
+    make_client: ClientFactory,
+) -> None:
     async with make_client(**NO_WAIT) as client:
         await get(client, "r")
         body = bytes(range(256))

@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -26,19 +27,25 @@ def metric(server: ServerProcess, name: str) -> float:
     return float(match.group(1))
 
 
-def raw_request(server: ServerProcess, data: bytes, read: bool = True) -> bytes:
-    """Send bytes over a fresh TLS connection and return what the server answers."""
+@contextmanager
+def tls_socket(server: ServerProcess) -> Iterator[ssl.SSLSocket]:
     host, port = server.address
     context = ssl.create_default_context(cafile=server.ca_path)
-    with socket.create_connection((host, port), timeout=10) as plain:
-        with context.wrap_socket(plain, server_hostname=host) as sock:
-            sock.sendall(data)
-            if not read:
-                return b""
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
+    with (
+        socket.create_connection((host, port), timeout=10) as plain,
+        context.wrap_socket(plain, server_hostname=host) as sock,
+    ):
+        yield sock
+
+
+def raw_request(server: ServerProcess, data: bytes) -> bytes:
+    """Send bytes over a fresh TLS connection and return all the server answers."""
+    with tls_socket(server) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def test_serves_verified_tls(real_server: Start) -> None:
@@ -76,10 +83,8 @@ def test_huge_header_is_431_and_server_keeps_serving(real_server: Start) -> None
 
 def test_client_disconnect_mid_long_poll_consumes_nothing(real_server: Start) -> None:
     server = real_server("-metrics")
-    host, port = server.address
-    context = ssl.create_default_context(cafile=server.ca_path)
     auth = basic("r")["Authorization"].encode()
-    with socket.create_connection((host, port)) as plain, context.wrap_socket(plain, server_hostname=host) as sock:
+    with tls_socket(server) as sock:
         sock.sendall(b"GET /inbox HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n")
         wait_until(lambda: metric(server, "inbox_waiting_readers") == 1)
     wait_until(lambda: metric(server, "inbox_waiting_readers") == 0)
@@ -153,7 +158,9 @@ def test_invalid_flags_exit_2_with_a_message(tmp_path: Path, flags: list[str], m
 
 
 def test_go_style_flags(real_server: Start) -> None:
-    server = real_server("--inbox-capacity", "5", "-cors", "-long-polling=false", "--max-body-size=64", tls=False)
+    server = real_server(
+        "--inbox-capacity", "5", "-cors", "-long-polling=false", "--max-body-size=64", tls=False
+    )
     assert server.base_url.startswith("http://")
     with server.client() as client:
         assert client.get("/inbox", headers=basic("r")).status_code == 204  # no waiting
@@ -181,7 +188,10 @@ def test_self_signed_mode_serves_https(tmp_path: Path) -> None:
     log = tmp_path / "log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            server_command(["-self-signed", "-bind", f"127.0.0.1:{port}"]), cwd=tmp_path, stdout=out, stderr=out
+            server_command(["-self-signed", "-bind", f"127.0.0.1:{port}"]),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=out,
         )
     server = ServerProcess(process, f"https://127.0.0.1:{port}", None, log)
     try:

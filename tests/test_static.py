@@ -39,7 +39,9 @@ async def test_serves_files_from_the_configured_directory(make_client: ClientFac
         "/sub/%2e%2e/inner.txt",
     ],
 )
-async def test_traversal_is_404_never_a_redirect(make_client: ClientFactory, tmp_path: Path, path: str) -> None:
+async def test_traversal_is_404_never_a_redirect(
+    make_client: ClientFactory, tmp_path: Path, path: str
+) -> None:
     public = tmp_path / "public"
     (public / "sub").mkdir(parents=True)
     (public / "sub" / "inner.txt").write_text("inner")

@@ -58,10 +58,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
 
 
 def _as_strings(settings: Settings) -> dict[str, str]:
-    return {
-        key[len("INBOX_") :].lower().replace("_", "-"): value
-        for key, value in settings.to_env().items()
-    }
+    return {key[len("INBOX_") :].lower().replace("_", "-"): value for key, value in settings.to_env().items()}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

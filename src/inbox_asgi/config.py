@@ -115,7 +115,9 @@ class Settings:
     server_key: str = _option("server.key", str, "TLS private key file (PEM)")
     cleanup_interval: float = _option("1", _positive(float), "seconds between expiry passes")
     inbox_timeout: float = _option(
-        "60", _positive(float), "seconds without a read before an inbox is deleted",
+        "60",
+        _positive(float),
+        "seconds without a read before an inbox is deleted",
     )
     inbox_capacity: int = _option("100", _positive(int), "most messages one inbox holds")
     long_polling: bool = _option("true", parse_bool, "GET waits for a message", flag=True)
@@ -123,18 +125,26 @@ class Settings:
     max_header_size: int = _option("1048576", _positive(int), "largest request head, bytes (431 beyond)")
     public: str = _option("public", str, "static directory (bundled demo if missing)")
     cors: tuple[str, ...] = _option(
-        "false", parse_cors, "true, false or comma-separated allowed origins", flag=True,
+        "false",
+        parse_cors,
+        "true, false or comma-separated allowed origins",
+        flag=True,
     )
     # What a deployment of the Python server needs on top.
     long_polling_timeout: float = _option("25", _positive(float), "seconds a GET waits before answering 204")
     max_inboxes: int = _option(
-        "100000", _positive(int), "most inboxes held at once (503 for new names beyond)",
+        "100000",
+        _positive(int),
+        "most inboxes held at once (503 for new names beyond)",
     )
     redis_url: str | None = _option("", _optional_str, "redis://… to share state between workers and hosts")
     workers: int = _option("1", _positive(int), "uvicorn worker processes (needs --redis-url beyond 1)")
     log_level: str = _option("info", _log_level, "critical, error, warning, info, debug or trace")
     self_signed: bool = _option(
-        "false", parse_bool, "serve HTTPS with a throw-away localhost certificate", flag=True,
+        "false",
+        parse_bool,
+        "serve HTTPS with a throw-away localhost certificate",
+        flag=True,
     )
     metrics: bool = _option("false", parse_bool, "serve Prometheus metrics at /metrics", flag=True)
     access_log: bool = _option("false", parse_bool, "log one line per request", flag=True)
@@ -211,8 +221,7 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
     """Flag name and effective value, for the start-up log."""
     env = settings.to_env()
     return [
-        (spec.name.replace("_", "-"), env[ENV_PREFIX + spec.name.upper()] or "-")
-        for spec in fields(settings)
+        (spec.name.replace("_", "-"), env[ENV_PREFIX + spec.name.upper()] or "-") for spec in fields(settings)
     ]
 
 

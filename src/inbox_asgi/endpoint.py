@@ -53,9 +53,7 @@ class InboxEndpoint:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        message = await self.mailbox.receive(
-            credentials, wait=self.long_poll_wait, disconnected=disconnected
-        )
+        message = await self.mailbox.receive(credentials, wait=self.long_poll_wait, disconnected=disconnected)
         if message is None:
             await send_response(send, 204, [NO_STORE])
             return
