@@ -85,10 +85,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+_CONFIGURED: dict[str, type[LimitedHttpToolsProtocol]] = {}
+_PREFIX = "LimitedHttpToolsProtocol_"
+
+
 def limited_protocol(max_head_size: int, head_timeout: float) -> type[LimitedHttpToolsProtocol]:
-    """A protocol class carrying the configured limits (uvicorn instantiates it itself)."""
-    return type(
-        "LimitedHttpToolsProtocol",
-        (LimitedHttpToolsProtocol,),
-        {"max_head_size": max_head_size, "head_timeout": head_timeout},
-    )
+    """A protocol class carrying the configured limits (uvicorn instantiates it itself).
+
+    The class is named after its limits and importable by that name (see
+    `__getattr__`), because `--workers N` pickles uvicorn's config, classes
+    included, into the spawned worker processes.
+    """
+    name = f"{_PREFIX}{max_head_size}_{round(head_timeout * 1000)}"
+    if name not in _CONFIGURED:
+        _CONFIGURED[name] = type(
+            name,
+            (LimitedHttpToolsProtocol,),
+            {"max_head_size": max_head_size, "head_timeout": head_timeout, "__module__": __name__},
+        )
+    return _CONFIGURED[name]
+
+
+def __getattr__(name: str) -> type[LimitedHttpToolsProtocol]:
+    """Rebuild a configured class from its name, when a worker process unpickles it."""
+    if name.startswith(_PREFIX):
+        size, _, timeout_ms = name[len(_PREFIX) :].partition("_")
+        if size.isdigit() and timeout_ms.isdigit():
+            return limited_protocol(int(size), int(timeout_ms) / 1000)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
