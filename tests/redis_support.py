@@ -7,17 +7,31 @@ that cannot start one fails (it does not skip): CI must install redis-server.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 import redis
 
 from .support import free_port, wait_until
+
+
+async def until(check: Callable[[], object], within: float = 5.0) -> None:
+    """Poll a predicate (sync, or returning an awaitable) until it holds; fail after `within` s."""
+    with anyio.fail_after(within):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await anyio.sleep(0.005)
 
 
 class RedisServer:

@@ -39,7 +39,7 @@ from inbox_asgi.redis_mailbox import (
     redact,
 )
 
-from .redis_support import RedisServer
+from .redis_support import RedisServer, until
 
 pytestmark = pytest.mark.anyio
 
@@ -74,18 +74,6 @@ async def mailboxes(
     finally:
         for box in boxes:
             await box.aclose()
-
-
-async def until(check: Any, within: float = 5.0) -> None:
-    """Poll a sync or async predicate until it holds, failing after `within` seconds."""
-    with anyio.fail_after(within):
-        while True:
-            result = check()
-            if hasattr(result, "__await__"):
-                result = await result
-            if result:
-                return
-            await anyio.sleep(0.005)
 
 
 async def waiting(box: RedisMailbox) -> int:

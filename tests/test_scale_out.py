@@ -9,12 +9,14 @@ import anyio
 import httpx
 import pytest
 
-from .redis_support import RedisServer
+from .redis_support import RedisServer, until
 from .support import ServerProcess, basic, run_cli
 
 pytestmark = pytest.mark.anyio
 
 Start = Callable[..., ServerProcess]
+#: Longer than any long poll in this module, so only fail_after decides when a test is stuck.
+CLIENT_TIMEOUT = 60
 
 
 def pair(real_server: Start, redis: RedisServer, *flags: str) -> tuple[ServerProcess, ServerProcess]:
@@ -24,96 +26,102 @@ def pair(real_server: Start, redis: RedisServer, *flags: str) -> tuple[ServerPro
     return real_server(*shared), real_server(*shared)
 
 
-async def post(client: httpx.AsyncClient, sender: str, to: str, body: bytes = b"") -> httpx.Response:
-    return await client.post("/inbox", params={"to": to}, headers=basic(sender), content=body)
+def client(server: ServerProcess, **options: object) -> httpx.AsyncClient:
+    return server.async_client(timeout=CLIENT_TIMEOUT, **options)
 
 
-async def get(client: httpx.AsyncClient, user: str) -> httpx.Response:
-    return await client.get("/inbox", headers=basic(user))
+async def post(http: httpx.AsyncClient, sender: str, to: str, body: bytes = b"") -> httpx.Response:
+    return await http.post("/inbox", params={"to": to}, headers=basic(sender), content=body)
 
 
-async def wait_for_reader(server: ServerProcess, client: httpx.AsyncClient, count: int = 1) -> None:
-    """Until `server` reports `count` waiting readers (its /metrics gauge)."""
-    with anyio.fail_after(5):
-        while True:
-            text = (await client.get(f"{server.base_url}/metrics")).text
-            line = next(x for x in text.splitlines() if x.startswith("inbox_waiting_readers "))
-            if float(line.split()[1]) == count:
-                return
-            await anyio.sleep(0.01)
+async def get(http: httpx.AsyncClient, user: str, password: str = "secret") -> httpx.Response:
+    return await http.get("/inbox", headers=basic(user, password))
+
+
+async def waiting_readers(http: httpx.AsyncClient) -> float:
+    """The server's own gauge (it needs -metrics)."""
+    text = (await http.get("/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("inbox_waiting_readers "))
+    return float(line.split()[1])
+
+
+async def readers_are(http: httpx.AsyncClient, count: int) -> None:
+    async def check() -> bool:
+        return await waiting_readers(http) == count
+
+    await until(check)
 
 
 async def test_message_posted_via_one_process_reaches_a_reader_waiting_on_another(
     real_server: Start, redis_server: RedisServer
 ) -> None:
     a, b = pair(real_server, redis_server, "-metrics")
-    async with a.async_client() as via_a, b.async_client() as via_b, anyio.create_task_group() as tasks:
+    async with client(a) as via_a, client(b) as via_b, anyio.create_task_group() as tasks:
         result: list[httpx.Response] = []
 
         async def read() -> None:
             result.append(await get(via_b, "r"))
 
         tasks.start_soon(read)
-        await wait_for_reader(b, via_b)
-        with anyio.fail_after(1):
-            assert (await post(via_a, "s", "r", b"offer")).status_code == 200
-            while not result:
-                await anyio.sleep(0.005)
+        await readers_are(via_b, 1)
+        assert (await post(via_a, "s", "r", b"offer")).status_code == 200
+        await until(lambda: result, within=1)
     assert (result[0].status_code, result[0].content, result[0].headers["x-from"]) == (200, b"offer", "s")
 
 
 async def test_newest_reader_wins_across_processes(real_server: Start, redis_server: RedisServer) -> None:
     a, b = pair(real_server, redis_server, "-metrics")
-    async with a.async_client() as via_a, b.async_client() as via_b, anyio.create_task_group() as tasks:
+    async with client(a) as via_a, client(b) as via_b, anyio.create_task_group() as tasks:
         results: dict[str, httpx.Response] = {}
 
-        async def read(label: str, client: httpx.AsyncClient) -> None:
-            results[label] = await get(client, "r")
+        async def read(label: str, http: httpx.AsyncClient) -> None:
+            results[label] = await get(http, "r")
 
         tasks.start_soon(read, "old", via_a)
-        await wait_for_reader(a, via_a)
+        await readers_are(via_a, 1)
         tasks.start_soon(read, "new", via_b)
-        with anyio.fail_after(2):
-            while "old" not in results:
-                await anyio.sleep(0.005)
+        await until(lambda: "old" in results, within=2)
         assert results["old"].status_code == 204
-        await wait_for_reader(b, via_b)
-        await wait_for_reader(a, via_a, 0)
+        await readers_are(via_a, 0)
+        await readers_are(via_b, 1)
         assert (await post(via_a, "s", "r", b"for the new one")).status_code == 200
     assert (results["new"].status_code, results["new"].content) == (200, b"for the new one")
 
 
-async def test_passwords_capacity_and_expiry_are_shared(real_server: Start, redis_server: RedisServer) -> None:
-    a, b = pair(real_server, redis_server, "-inbox-capacity", "2", "-inbox-timeout", "1", "-long-polling=false")
-    async with a.async_client() as via_a, b.async_client() as via_b:
+async def test_passwords_capacity_and_expiry_are_shared(
+    real_server: Start, redis_server: RedisServer
+) -> None:
+    flags = ("-inbox-capacity", "2", "-inbox-timeout", "1", "-long-polling=false")
+    a, b = pair(real_server, redis_server, *flags)
+    async with client(a) as via_a, client(b) as via_b:
         assert (await get(via_a, "r")).status_code == 204
-        wrong = await via_b.get("/inbox", headers=basic("r", "not the password"))
-        assert wrong.status_code == 401
+        assert (await get(via_b, "r", "not the password")).status_code == 401
         assert (await post(via_a, "s", "r", b"1")).status_code == 200
         assert (await post(via_b, "s", "r", b"2")).status_code == 200
         full = await post(via_a, "s", "r", b"3")
         assert full.status_code == 503 and full.headers["retry-after"]
         assert (await get(via_b, "r")).content == b"1"
         assert (await get(via_a, "r")).content == b"2"
-        # Unread for a second, r expires on both processes; the name is free again.
-        with anyio.fail_after(5):
-            while (await post(via_b, "s", "r", b"probe")).status_code != 404:
-                await anyio.sleep(0.05)
+
+        # Unread for a second, r expires for both processes; the name is free again.
+        async def expired() -> bool:
+            return (await post(via_b, "s", "r", b"probe")).status_code == 404
+
+        await until(expired)
         assert (await post(via_a, "s", "r")).status_code == 404
-        assert (await via_b.get("/inbox", headers=basic("r", "a new password"))).status_code == 204
+        assert (await get(via_b, "r", "a new password")).status_code == 204
 
 
 async def test_workers_share_one_state(real_server: Start, redis_server: RedisServer) -> None:
-    """Each request on a new connection lands on either worker; every message still arrives."""
+    """Every request opens its own connection, so each lands on either worker; all arrive."""
     redis_server.flush()
     server = real_server("-workers", "2", "-redis-url", redis_server.url, "-long-polling-timeout", "10")
-    pairs = 20
+    pairs = 10
     received: dict[int, httpx.Response] = {}
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
 
     async def exchange(i: int) -> None:
-        # No keep-alive: every request opens its own connection, so the kernel spreads them.
-        limits = httpx.Limits(max_keepalive_connections=0)
-        async with server.async_client(limits=limits) as reader, server.async_client(limits=limits) as sender:
+        async with client(server, limits=fresh) as reader, client(server, limits=fresh) as sender:
             assert (await post(reader, f"r{i}", "nobody")).status_code == 404  # creates r{i}
             async with anyio.create_task_group() as tasks:
 
@@ -121,25 +129,16 @@ async def test_workers_share_one_state(real_server: Start, redis_server: RedisSe
                     received[i] = await get(reader, f"r{i}")
 
                 tasks.start_soon(read)
-                with anyio.fail_after(10):
-                    while True:  # until the reader waits, wherever it landed: then a send wakes it
-                        response = await post(sender, f"s{i}", f"r{i}", b"%d" % i)
-                        assert response.status_code == 200
-                        if i in received or await _delivered(sender, i, received):
-                            break
+                assert (await post(sender, f"s{i}", f"r{i}", b"%d" % i)).status_code == 200
+                await until(lambda: i in received, within=10)
 
     async with anyio.create_task_group() as tasks:
         for i in range(pairs):
             tasks.start_soon(exchange, i)
     assert sorted(received) == list(range(pairs))
-    assert all(r.status_code == 200 and r.content == b"%d" % i for i, r in received.items())
-
-
-async def _delivered(sender: httpx.AsyncClient, i: int, received: dict[int, httpx.Response]) -> bool:
-    with anyio.move_on_after(0.5):
-        while i not in received:
-            await anyio.sleep(0.005)
-    return i in received
+    assert [(r.status_code, r.content) for _, r in sorted(received.items())] == [
+        (200, b"%d" % i) for i in range(pairs)
+    ]
 
 
 async def test_redis_restart_503_then_resumes_and_loses_nothing_accepted(
@@ -152,12 +151,12 @@ async def test_redis_restart_503_then_resumes_and_loses_nothing_accepted(
     statuses: set[int] = set()
     stop_sending = anyio.Event()
 
-    async def sender(client: httpx.AsyncClient, label: str) -> None:
+    async def sender(http: httpx.AsyncClient, label: str) -> None:
         n = 0
         while not stop_sending.is_set():
             body = f"{label}-{n}".encode()
             n += 1
-            response = await post(client, label, "r", body)
+            response = await post(http, label, "r", body)
             statuses.add(response.status_code)
             if response.status_code == 200:
                 accepted.append(body)
@@ -169,11 +168,9 @@ async def test_redis_restart_503_then_resumes_and_loses_nothing_accepted(
 
     async def accepted_grows_by(count: int) -> None:
         target = len(accepted) + count
-        with anyio.fail_after(10):
-            while len(accepted) < target:
-                await anyio.sleep(0.005)
+        await until(lambda: len(accepted) >= target, within=10)
 
-    async with a.async_client() as via_a, b.async_client() as via_b:
+    async with client(a) as via_a, client(b) as via_b:
         assert (await post(via_a, "r", "nobody")).status_code == 404  # creates r without waiting
         assert (await post(via_a, "w", "nobody")).status_code == 404  # and w
         long_poll: list[httpx.Response] = []
@@ -188,10 +185,8 @@ async def test_redis_restart_503_then_resumes_and_loses_nothing_accepted(
             await accepted_grows_by(50)
 
             own_redis.stop(save=True)  # Redis goes away mid-traffic (its data kept on disk)
-            with anyio.fail_after(10):
-                while 503 not in statuses:
-                    await anyio.sleep(0.005)
-                refused = await get(via_b, "r")
+            await until(lambda: 503 in statuses, within=10)
+            refused = await get(via_b, "r")
             assert refused.status_code == 503 and refused.headers["retry-after"]
 
             own_redis.start()  # back on the same port: every process resumes by itself
@@ -200,9 +195,7 @@ async def test_redis_restart_503_then_resumes_and_loses_nothing_accepted(
             # The long poll that spanned the outage kept waiting, and a message still wakes it.
             assert not long_poll
             assert (await post(via_b, "s", "w", b"after the outage")).status_code == 200
-            with anyio.fail_after(5):
-                while not long_poll:
-                    await anyio.sleep(0.005)
+            await until(lambda: long_poll)
             assert (long_poll[0].status_code, long_poll[0].content) == (200, b"after the outage")
 
         received: list[bytes] = []
