@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from ..support import ROOT, ServerProcess
+from ..support import ROOT, ServerProcess, start_server
 
 CHROMIUM = os.environ.get("INBOX_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -101,10 +101,24 @@ async def browser(loopback_only: bool) -> AsyncIterator[Any]:
         await chromium.close()
 
 
+@pytest.fixture(scope="package")
+def shared_server(
+    loopback_only: bool, tls_files: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    server = start_server(["-public", str(PUBLIC)], cwd=tmp_path_factory.mktemp("server"), tls=tls_files)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def server(real_server: Callable[..., ServerProcess]) -> ServerProcess:
-    """inbox-asgi over HTTPS serving this checkout's public/ (the pages under test)."""
-    return real_server("-public", str(PUBLIC))
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """inbox-asgi over HTTPS serving this checkout's public/ (the pages under test).
+
+    One process serves the package: tests use fresh names (`pages.unique`), so they
+    never meet. A test that stops or reconfigures a server takes its own `real_server`.
+    """
+    assert shared_server.process.poll() is None, "the shared server died:\n" + shared_server.log()
+    return shared_server
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from ..support import ServerProcess
+from .conftest import PUBLIC
 from .pages import (
     assert_video_plays,
     chat_lines,
@@ -40,8 +42,9 @@ async def test_camera_reaches_the_receiver(server: ServerProcess, new_page: Open
 
 
 async def test_video_keeps_playing_when_the_server_stops(
-    server: ServerProcess, new_page: Opener, screenshot: Any
+    real_server: Callable[..., ServerProcess], new_page: Opener, screenshot: Any
 ) -> None:
+    server = real_server("-public", str(PUBLIC))  # its own: this one gets killed
     camera, screen = unique("camera"), unique("screen")
     # Sender first this time: its hello finds nobody, the receiver's hello starts the call.
     sender = await new_page(f"{server.base_url}/send.html?from={camera}&to={screen}")
@@ -62,8 +65,10 @@ async def test_video_keeps_playing_when_the_server_stops(
 
 async def test_chat_between_two_pages(server: ServerProcess, new_page: Opener, screenshot: Any) -> None:
     room = unique("room")
-    alice = await new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bob")
-    bob = await new_page(f"{server.base_url}/chat.html?room={room}&me=bob&peer=alice")
+    alice, bob = await asyncio.gather(
+        new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bob"),
+        new_page(f"{server.base_url}/chat.html?room={room}&me=bob&peer=alice"),
+    )
 
     await chat_say(alice, "hello bob")
     await wait_chat_line(bob, "them", "hello bob")
@@ -80,11 +85,11 @@ async def test_two_pairs_on_one_server_do_not_cross_talk(
     server: ServerProcess, new_page: Opener, screenshot: Any
 ) -> None:
     rooms = [unique("room"), unique("room")]
-    pages = {
-        (room, me): await new_page(f"{server.base_url}/chat.html?room={room}&me={me}&peer={peer}")
-        for room in rooms
-        for me, peer in (("alice", "bob"), ("bob", "alice"))
-    }
+    keys = [(room, me, peer) for room in rooms for me, peer in (("alice", "bob"), ("bob", "alice"))]
+    opened = await asyncio.gather(
+        *(new_page(f"{server.base_url}/chat.html?room={room}&me={me}&peer={peer}") for room, me, peer in keys)
+    )
+    pages = {(room, me): page for (room, me, _), page in zip(keys, opened, strict=True)}
     for room in rooms:
         await chat_say(pages[room, "alice"], f"secret of {room}")
     for room in rooms:
