@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
+import aioice.ice
 import av
 from aiortc import (
     RTCConfiguration,
@@ -224,6 +225,11 @@ async def main() -> None:
     trust = parser.add_mutually_exclusive_group()
     trust.add_argument("--cafile", help="PEM certificate(s) to trust, e.g. the server's self-signed one")
     trust.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
+    parser.add_argument(
+        "--loopback",
+        action="store_true",
+        help="offer only 127.0.0.1 as ICE candidate: both peers on this machine, no network needed",
+    )
     modes = parser.add_subparsers(dest="mode", required=True)
     camera = modes.add_parser("camera", help="send synthetic video to receive.html")
     camera.add_argument("--name", default="sender")
@@ -235,6 +241,8 @@ async def main() -> None:
     chat.add_argument("--echo", action="store_true", help="answer every message instead of reading stdin")
     args = parser.parse_args()
 
+    if args.loopback:  # aioice leaves 127.0.0.1 out of its host candidates by default
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
     verify: str | bool = args.cafile or not args.insecure
     name = args.name if args.mode == "camera" else f"{args.room}/{args.me}"
     async with InboxClient(args.server, name, args.password, verify=verify) as client:
@@ -244,7 +252,7 @@ async def main() -> None:
             await asyncio.Event().wait()
 
         def show(channel: RTCDataChannel, text: str) -> None:
-            print(f"{args.peer}: {text}")
+            print(f"{args.peer}: {text}", flush=True)
             if args.echo:
                 channel.send(f"echo: {text}")
 

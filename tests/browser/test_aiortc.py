@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import Any
@@ -21,10 +22,13 @@ Opener = Callable[..., Any]
 ClientFactory = Callable[[str], InboxClient]
 
 
+EXAMPLE = ROOT / "examples" / "aiortc_peer.py"
+
+
 @pytest.fixture(scope="module")
 def peer() -> ModuleType:
     """The example itself, so the tests prove what the README tells people to run."""
-    spec = importlib.util.spec_from_file_location("aiortc_peer", ROOT / "examples" / "aiortc_peer.py")
+    spec = importlib.util.spec_from_file_location("aiortc_peer", EXAMPLE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -123,3 +127,27 @@ async def test_chat_page_talks_with_aiortc_peer(
         await screenshot(page, "chat-with-aiortc")
     finally:
         channel.close()
+
+
+async def test_example_program_chats_with_a_python_peer(
+    peer: ModuleType, client: ClientFactory, server: ServerProcess
+) -> None:
+    room = unique("room")
+    program = await asyncio.create_subprocess_exec(
+        *[sys.executable, str(EXAMPLE), "--server", server.base_url, "--cafile", str(server.ca_path)],
+        *["--loopback", "chat", "--room", room, "--me", "bot", "--peer", "alice", "--echo"],
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert program.stdout is not None
+    heard = Inbox()
+    try:
+        async with asyncio.timeout(30):
+            channel = await peer.open_chat(client(f"{room}/alice"), f"{room}/alice", f"{room}/bot", heard)
+        channel.send("ping")
+        await heard.wait_for("echo: ping")
+        async with asyncio.timeout(10):
+            assert await program.stdout.readline() == b"alice: ping\n"
+        channel.close()
+    finally:
+        program.terminate()
+        await program.wait()
