@@ -6,6 +6,7 @@ import asyncio
 import signal
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -109,3 +110,18 @@ async def test_a_taken_name_is_explained_on_the_page(server: ServerProcess, new_
     second = await new_page(f"{server.base_url}/chat.html?room={room}&me=alice&peer=bob&password=other")
     await second.wait_for_function("document.getElementById('error').textContent.includes('taken')")
     assert await second.evaluate("demo.channel.connected") is False
+
+
+async def test_index_links_both_pages_of_a_fresh_pair(
+    server: ServerProcess, new_page: Opener, screenshot: Any
+) -> None:
+    index = await new_page(f"{server.base_url}/")
+    send = await index.get_attribute("a#send", "href")
+    receive = await index.get_attribute("a#receive", "href")
+    assert send and receive
+    sender = parse_qs(urlsplit(send).query)
+    receiver = parse_qs(urlsplit(receive).query)
+    assert sender["from"] == receiver["to"] and sender["to"] == receiver["from"]
+    assert sender["from"] != ["sender"]  # not the shared defaults
+    assert await index.get_attribute("a#chat", "href") == "chat.html"
+    await screenshot(index, "index")
