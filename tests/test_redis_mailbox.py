@@ -58,10 +58,14 @@ async def never() -> None:
 async def mailboxes(
     server: RedisServer, count: int = 2, *, url: str | None = None, flush: bool = True, **options: Any
 ) -> AsyncIterator[list[RedisMailbox]]:
-    """`count` running mailboxes on one Redis, each subscribed before the test starts."""
+    """`count` running mailboxes on one Redis, each subscribed before the test starts.
+
+    The TTL refresh runs every 20 s unless a test asks otherwise, so its safety
+    net (it also re-checks waiting readers) cannot hide a lost wake-up.
+    """
     if flush:
         server.flush()
-    settings = {"inbox_timeout": 60.0, "inbox_capacity": 3, "max_inboxes": 1000, "cleanup_interval": 1.0}
+    settings = {"inbox_timeout": 60.0, "inbox_capacity": 3, "max_inboxes": 1000, "cleanup_interval": 30.0}
     settings.update(options)
     boxes = [RedisMailbox(connect(url or server.url), **settings) for _ in range(count)]
     try:
@@ -270,6 +274,13 @@ async def test_sending_does_not_refresh_the_inbox(redis_server: RedisServer) -> 
             assert int(client.pttl(meta)) <= 1000
             await a.receive(me("s"), wait=0, disconnected=never)
             assert int(client.pttl(meta)) > 1000
+
+
+async def test_a_finished_get_restarts_the_inbox_clock(redis_server: RedisServer) -> None:
+    async with mailboxes(redis_server, count=1, inbox_timeout=3) as (a,):
+        assert await a.receive(me("r"), wait=0.6, disconnected=never) is None  # times out
+        with redis_server.client() as client:
+            assert int(client.pttl(inbox_keys("r")[0])) > 2800  # not 3000 - 600
 
 
 async def test_no_expiry_while_a_reader_waits_elsewhere(redis_server: RedisServer) -> None:

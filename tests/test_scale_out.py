@@ -20,9 +20,13 @@ CLIENT_TIMEOUT = 60
 
 
 def pair(real_server: Start, redis: RedisServer, *flags: str) -> tuple[ServerProcess, ServerProcess]:
-    """Two processes on different ports, one Redis (emptied first)."""
+    """Two processes on different ports, one Redis (emptied first).
+
+    A long cleanup interval keeps the TTL refresh (which also re-checks waiting
+    readers) from hiding a lost wake-up.
+    """
     redis.flush()
-    shared = ("-redis-url", redis.url, "-long-polling-timeout", "10", *flags)
+    shared = ("-redis-url", redis.url, "-long-polling-timeout", "10", "-cleanup-interval", "30", *flags)
     return real_server(*shared), real_server(*shared)
 
 
