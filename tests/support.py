@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import re
 import signal
 import socket
 import ssl
@@ -98,6 +100,59 @@ class ServerProcess:
                 self.process.wait()
                 raise AssertionError(f"server did not exit within {timeout} s\n{self.log()}") from None
         return self.process.returncode
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client over asyncio streams.
+
+    httpx spends most of a test's CPU once hundreds of connections are open;
+    this one costs next to nothing, so load tests measure the server.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, server: ServerProcess) -> RawConnection:
+        host, port = server.address
+        context = ssl.create_default_context(cafile=server.ca_path) if server.ca_path else None
+        return cls(*await asyncio.open_connection(host, port, ssl=context))
+
+    async def request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes = b""
+    ) -> RawResponse:
+        lines = [f"{method} {target} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].split(b"\r\n")
+        parsed = {}
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            parsed[name.strip().lower()] = value.strip()
+        content = await self.reader.readexactly(int(parsed.get(b"content-length", b"0")))
+        return RawResponse(int(status_line.split()[1]), parsed, content)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await self.writer.wait_closed()
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """One value from the server's /metrics (started with -metrics)."""
+    text = httpx.get(f"{server.base_url}/metrics", verify=server.verify).text
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in metrics"
+    return float(match.group(1))
 
 
 def server_command(flags: Sequence[str]) -> list[str]:

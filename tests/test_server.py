@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import ssl
@@ -15,16 +14,9 @@ import anyio
 import httpx
 import pytest
 
-from .support import ServerProcess, basic, run_cli, wait_until
+from .support import ServerProcess, basic, metric, run_cli, wait_until
 
 Start = Callable[..., ServerProcess]
-
-
-def metric(server: ServerProcess, name: str) -> float:
-    text = httpx.get(f"{server.base_url}/metrics", verify=server.verify).text
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not in metrics"
-    return float(match.group(1))
 
 
 @contextmanager
@@ -120,6 +112,15 @@ async def test_sigterm_answers_waiting_readers_and_exits(real_server: Start) -> 
     assert answered_in < 4, answered_in
     assert exited_in < 5, exited_in
     assert code == 0
+
+
+def test_sigterm_with_idle_tls_keep_alive_connections_exits_quickly(real_server: Start) -> None:
+    server = real_server()
+    with server.client() as client:  # keeps its TLS connection open and idle
+        assert client.get("/healthz").status_code == 200
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 4
 
 
 def test_missing_certificate_is_a_clear_startup_error(tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
                 allow_origins=list(settings.cors),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type"],
-                expose_headers=["X-From"],
+                expose_headers=["X-From", "Retry-After"],
                 max_age=600,
             )
         )

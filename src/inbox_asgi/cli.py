@@ -20,6 +20,8 @@ logger = logging.getLogger("inbox_asgi")
 
 #: Seconds a client gets to send a complete request head.
 HEAD_TIMEOUT = 10.0
+#: Seconds uvicorn waits for open connections to close on shutdown.
+GRACEFUL_SHUTDOWN = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +111,10 @@ def run(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        # Waiting readers are answered at once on SIGTERM; what may remain are TLS
+        # connections whose peers never answer close_notify, not worth waiting for.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        timeout_keep_alive=settings.keep_alive_timeout,
         server_header=False,
         log_config=None,
     )

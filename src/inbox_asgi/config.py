@@ -132,6 +132,9 @@ class Settings:
     )
     # What a deployment of the Python server needs on top.
     long_polling_timeout: float = _option("25", _positive(float), "seconds a GET waits before answering 204")
+    keep_alive_timeout: int = _option(
+        "60", _positive(int), "seconds an idle keep-alive connection stays open"
+    )
     max_inboxes: int = _option(
         "100000",
         _positive(int),
