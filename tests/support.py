@@ -162,11 +162,12 @@ def server_command(flags: Sequence[str]) -> list[str]:
 def run_cli(flags: Sequence[str], cwd: Path, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion (for start-up errors)."""
     return subprocess.run(
-        server_command(flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=_env()
+        server_command(flags), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=clean_env()
     )
 
 
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without INBOX_* settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_")}
     env.update(extra or {})
     return env
@@ -193,7 +194,7 @@ def start_server(
     log_path = cwd / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            server_command(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=_env(env)
+            server_command(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=clean_env(env)
         )
     server = ServerProcess(process, f"{scheme}://127.0.0.1:{port}", ca, log_path)
 
