@@ -244,6 +244,22 @@ async def test_max_inboxes_is_global_and_frees_up_on_expiry(redis_server: RedisS
             await a.open(me("w"))
 
 
+async def test_index_outlives_each_inbox_but_is_rarely_written(redis_server: RedisServer) -> None:
+    """max-inboxes never undercounts a live inbox, at one index write per half timeout."""
+    async with mailboxes(redis_server, count=1, inbox_timeout=1) as (a,):
+        scores: list[float] = []
+        with redis_server.client() as client:
+            started = time.monotonic()
+            while time.monotonic() - started < 1.6:  # a property checked over 1.6 s of reads
+                await a.receive(me("r"), wait=0, disconnected=never)
+                seconds, micros = client.time()
+                ttl = int(client.pttl(inbox_keys("r")[0]))
+                score = client.zscore(index_key(), "r")
+                assert score is not None and score >= seconds * 1000 + micros // 1000 + ttl
+                scores.append(score)
+        assert 2 <= len(set(scores)) <= 5 < len(scores) // 10
+
+
 async def test_expiry_through_ttls_removes_every_key(redis_server: RedisServer) -> None:
     async with mailboxes(redis_server, inbox_timeout=0.3) as (a, b):
         await a.receive(me("r"), wait=0, disconnected=never)
@@ -312,13 +328,13 @@ async def test_a_superseded_reader_cannot_claim(redis_server: RedisServer) -> No
         await a.open(me("r"))
         keys = inbox_keys("r")
         digest = PasswordDigest.of("pw", a._salts["r"]).to_bytes()
-        enter = [(ENTER, keys, (digest, b"", a.ttl_ms, b"nowhere|1"))]
-        assert (await a._run(enter))[0] == [b"waiting"]
-        assert (await a._run([(ENTER, keys, (digest, b"", a.ttl_ms, b"nowhere|2"))]))[0] == [b"waiting"]
+        enter = [(ENTER, keys, (digest, b"", a.ttl_ms, b"nowhere|1", 0))]
+        assert (await a._run(enter))[0][0] == b"waiting"
+        assert (await a._run([(ENTER, keys, (digest, b"", a.ttl_ms, b"nowhere|2", 0))]))[0][0] == b"waiting"
         await a.send("s", "r", Message("s", b"for reader 2"))
-        assert (await a._run([(CLAIM, keys, (b"nowhere|1", a.ttl_ms))]))[0] == [b"superseded"]
+        assert (await a._run([(CLAIM, keys, (b"nowhere|1", a.ttl_ms))]))[0][0] == b"superseded"
         claimed = (await a._run([(CLAIM, keys, (b"nowhere|2", a.ttl_ms))]))[0]
-        assert claimed[0] == b"message" and decode_message(claimed[1]).body == b"for reader 2"
+        assert claimed[0] == b"message" and decode_message(claimed[2]).body == b"for reader 2"
 
 
 async def test_reader_of_a_dead_process_loses_no_message(redis_server: RedisServer) -> None:
@@ -326,8 +342,8 @@ async def test_reader_of_a_dead_process_loses_no_message(redis_server: RedisServ
         await a.open(me("r"))
         digest = PasswordDigest.of("pw", a._salts["r"]).to_bytes()
         # A reader registered by a process that then died: its token stays, nobody hears it.
-        enter = (ENTER, inbox_keys("r"), (digest, b"", a.ttl_ms, b"dead-process|1"))
-        assert (await a._run([enter]))[0] == [b"waiting"]
+        enter = (ENTER, inbox_keys("r"), (digest, b"", a.ttl_ms, b"dead-process|1", 0))
+        assert (await a._run([enter]))[0][0] == b"waiting"
         await a.send("s", "r", Message("s", b"one"))
         await a.send("s", "r", Message("s", b"two"))
         bodies = [await b.receive(me("r"), wait=0, disconnected=never) for _ in range(3)]
@@ -472,3 +488,13 @@ def test_check_connection_explains_what_is_wrong(url: str, words: str) -> None:
         check_connection(url, timeout=1)
     assert words in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+def test_check_connection_refuses_a_redis_too_old(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis.Redis, "info", lambda self, section=None: {"redis_version": "6.0.16"})
+    with pytest.raises(ConfigError) as caught:
+        check_connection(redis_server.url)
+    assert "Redis 6.0.16 at redis://" in str(caught.value)
+    assert "too old: inbox-asgi needs Redis 6.2 or later" in str(caught.value)

@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import re
 import secrets
 import struct
 import time
@@ -58,6 +59,8 @@ logger = logging.getLogger("inbox_asgi.redis")
 
 #: Seconds any one Redis command may take before the request gets 503.
 SOCKET_TIMEOUT = 2.0
+#: ZADD ... GT (index scores) and effect replication of scripts that read TIME.
+MIN_REDIS_VERSION = (6, 2)
 #: Most Redis connections one process opens (plus its subscription).
 MAX_CONNECTIONS = 64
 #: Seconds without a word on the subscription before it is pinged (and dropped if silent).
@@ -297,14 +300,11 @@ class RedisMailbox:
         """Run ENTER: check or create the inbox, then (mode) read or register a reader."""
         name, password = credentials.username, credentials.password
         keys = inbox_keys(name, self.prefix)
-        create = b""
+        create, score = b"", 0
         for _ in range(4):
             salt = self._salts.get(name)
             expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
-            calls: list[Call] = [(ENTER, keys, (expected, create, self.ttl_ms, mode))]
-            if mode != b"open":
-                calls.append(self._touch(name))
-            reply: list[Any] = (await self._taking(name, calls))[0]
+            reply = await self._taking(name, (ENTER, keys, (expected, create, self.ttl_ms, mode, score)))
             status = reply[0]
             if status == b"password":
                 stored = PasswordDigest.from_bytes(reply[1])
@@ -312,7 +312,7 @@ class RedisMailbox:
                     raise WrongPassword
                 self._remember(name, stored.salt)
             elif status == b"missing":
-                await self._reserve(name)
+                score = await self._reserve(name)
                 digest = PasswordDigest.of(password)
                 create = digest.to_bytes()
                 self._remember(name, digest.salt)
@@ -335,10 +335,9 @@ class RedisMailbox:
                 reason, waiter.pending = waiter.pending, _NOTHING
                 if reason != _CHECK or self._closed:
                     break  # timed out, superseded or shutting down
-                claim: Call = (CLAIM, waiter.keys, (waiter.token, self.ttl_ms))
-                reply = (await self._taking(waiter.name, [claim, self._touch(waiter.name)]))[0]
+                reply = await self._taking(waiter.name, (CLAIM, waiter.keys, (waiter.token, self.ttl_ms)))
                 if reply[0] == b"message":
-                    return decode_message(reply[1])
+                    return decode_message(reply[2])
                 if reply[0] == b"superseded":
                     break
         except BackendUnavailable:
@@ -352,30 +351,46 @@ class RedisMailbox:
 
     async def _leave(self, waiter: Waiter) -> None:
         """Best effort: if it fails, the next GET or sender finds a stale token, which is harmless."""
-        leave: Call = (LEAVE, waiter.keys, (waiter.token, self.ttl_ms))
         with contextlib.suppress(BackendUnavailable):
-            await self._run([leave, self._touch(waiter.name)])
+            score = (await self._run([(LEAVE, waiter.keys, (waiter.token, self.ttl_ms))]))[0]
+            await self._record([(waiter.name, score)])
 
-    async def _taking(self, name: str, calls: list[Call]) -> list[Any]:
-        """Run calls whose first may pop a message; a message is never dropped by a cancellation."""
+    async def _taking(self, name: str, call: Call) -> list[Any]:
+        """Run a script that may pop a message (reply: status, index score, message).
+
+        Shielded, so a cancellation never drops a popped message: it goes back.
+        """
         with anyio.CancelScope(shield=True):
-            results = await self._run(calls)
-        reply = results[0]
-        if isinstance(reply, list) and reply[0] == b"message":
+            reply: list[Any] = (await self._run([call]))[0]
+            if len(reply) > 1 and isinstance(reply[1], int):
+                await self._record([(name, reply[1])])
+        if reply[0] == b"message":
             try:
                 await anyio.lowlevel.checkpoint_if_cancelled()
             except BaseException:
-                await self.requeue(name, decode_message(reply[1]))
+                await self.requeue(name, decode_message(reply[2]))
                 raise
-        return results
+        return reply
 
-    async def _reserve(self, name: str) -> None:
+    async def _record(self, scores: Sequence[tuple[str, int]]) -> None:
+        """Move index entries to the scores inbox scripts asked for.
+
+        Best effort: if Redis fails right here, that one inbox may drop out of
+        the count early, so max-inboxes can be exceeded by one per such failure.
+        """
+        index = (self._index,)
+        calls: list[Call] = [(TOUCH, index, (name.encode(), score)) for name, score in scores if score]
+        if calls:
+            with contextlib.suppress(BackendUnavailable):
+                await self._run(calls)
+
+    async def _reserve(self, name: str) -> int:
+        """A place in the global index for a new inbox: its index score."""
         call: Call = (RESERVE, (self._index,), (name.encode(), self.max_inboxes, self.ttl_ms))
-        if not (await self._run([call]))[0]:
+        score = int((await self._run([call]))[0])
+        if not score:
             raise TooManyInboxes
-
-    def _touch(self, name: str) -> Call:
-        return (TOUCH, (self._index,), (name.encode(), self.ttl_ms))
+        return score
 
     def _remember(self, name: str, salt: bytes) -> None:
         salts = self._salts
@@ -444,19 +459,17 @@ class RedisMailbox:
         due = [w for w in self._waiters.values() if w.active and now - w.refreshed >= self.refresh_every]
         for start in range(0, len(due), REFRESH_BATCH):
             batch = due[start : start + REFRESH_BATCH]
-            calls: list[Call] = []
-            for waiter in batch:
-                calls.append((REFRESH, waiter.keys, (waiter.token, self.ttl_ms)))
-                calls.append(self._touch(waiter.name))
+            calls: list[Call] = [(REFRESH, w.keys, (w.token, self.ttl_ms)) for w in batch]
             try:
                 results = await self._run(calls)
             except BackendUnavailable:
                 return
-            for waiter, reply in zip(batch, results[::2], strict=True):
+            await self._record([(w.name, reply[1]) for w, reply in zip(batch, results, strict=True)])
+            for waiter, (status, _) in zip(batch, results, strict=True):
                 waiter.refreshed = now
-                if reply == b"superseded":
+                if status == b"superseded":
                     waiter.wake(_SUPERSEDED)
-                elif reply == b"message":
+                elif status == b"message":
                     waiter.wake(_CHECK)
 
     # -- talking to Redis ---------------------------------------------------------------
@@ -507,7 +520,7 @@ class RedisMailbox:
 
 
 def _message(reply: list[Any]) -> Message | None:
-    return decode_message(reply[1]) if reply[0] == b"message" else None
+    return decode_message(reply[2]) if reply[0] == b"message" else None
 
 
 def redact(url: str) -> str:
@@ -532,7 +545,7 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
         raise ConfigError(f"-redis-url: {error}") from None
     try:
         with client:
-            client.ping()
+            version = str(client.info("server").get("redis_version", "0"))
             for script in SCRIPTS:
                 client.script_load(script.source)
     except RedisError as error:
@@ -540,3 +553,8 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
             f"-redis-url: cannot use Redis at {redact(url)}: {error}. "
             "Start Redis (or fix the URL), or run without -redis-url for the in-memory mode."
         ) from None
+    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < MIN_REDIS_VERSION:
+        raise ConfigError(
+            f"-redis-url: Redis {version} at {redact(url)} is too old: inbox-asgi needs Redis "
+            f"{'.'.join(map(str, MIN_REDIS_VERSION))} or later"
+        )

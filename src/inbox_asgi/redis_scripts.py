@@ -18,8 +18,13 @@ checks that it is still the inbox's reader, so nothing is popped for a reader
 that is gone.
 
 The global inbox index (for ``max-inboxes`` and the inbox count) is a sorted
-set of names scored by expiry time (Redis ``TIME``, milliseconds). It lives in
-its own slot, so it is updated by separate scripts sent in the same pipeline.
+set of names scored by a time (Redis ``TIME``, milliseconds) no earlier than
+the inbox's expiry. It lives in its own slot, so scripts on an inbox cannot
+update it: a script that moves an inbox's expiry past the score recorded in
+the inbox (``ix``) records a new score half an inbox timeout later and returns
+it, and the caller then sends TOUCH. An inbox therefore costs one index update
+per half timeout, not one per request, and the index counts an inbox for at
+most half an inbox timeout after it expired.
 """
 
 from __future__ import annotations
@@ -34,8 +39,15 @@ local function wake(token, kind)
   if channel then redis.call('PUBLISH', channel, kind .. token) end
 end
 local function expire(ttl)
+  -- → 0, or the new index score the caller must record with TOUCH
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
+  local t = redis.call('TIME')
+  local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ttl)
+  if deadline <= tonumber(redis.call('HGET', KEYS[1], 'ix') or '0') then return 0 end
+  local score = deadline + math.floor(tonumber(ttl) / 2)
+  redis.call('HSET', KEYS[1], 'ix', string.format('%.0f', score))
+  return score
 end
 local function follow_ttl()
   local ttl = redis.call('PTTL', KEYS[1])
@@ -45,8 +57,10 @@ end
 
 #: Open (create or check the password) and, unless ARGV[4] is "open", read.
 #: ARGV: expected digest, digest to create with ("" = do not create), ttl ms,
-#: mode: "open" (no touch, no read), "" (read without waiting) or a reader token.
-#: → {"missing"} | {"password", stored} | {"ok"} | {"message", m} | {"empty"} | {"waiting"}
+#: mode: "open" (no touch, no read), "" (read without waiting) or a reader token,
+#: index score reserved for a new inbox.
+#: → {"missing"} | {"password", stored} | {"ok", 0}
+#:   | {"message", score, m} | {"empty", score} | {"waiting", score}
 ENTER = (
     _COMMON
     + """
@@ -54,13 +68,13 @@ local stored = redis.call('HGET', KEYS[1], 'pw')
 if not stored then
   if ARGV[2] == '' then return {'missing'} end
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'pw', ARGV[2])
+  redis.call('HSET', KEYS[1], 'pw', ARGV[2], 'ix', ARGV[5])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 elseif not same(stored, ARGV[1]) then
   return {'password', stored}
 end
 local mode = ARGV[4]
-if mode == 'open' then return {'ok'} end
+if mode == 'open' then return {'ok', 0} end
 local old = redis.call('HGET', KEYS[1], 'reader')
 if old then
   -- newest reader wins: the older one, wherever it waits, answers 204
@@ -68,11 +82,11 @@ if old then
   redis.call('HDEL', KEYS[1], 'reader', 'hand')
 end
 local message = redis.call('LPOP', KEYS[2])
-expire(ARGV[3])
-if message then return {'message', message} end
-if mode == '' then return {'empty'} end
-redis.call('HSET', KEYS[1], 'reader', mode)
-return {'waiting'}
+if not message and mode ~= '' then redis.call('HSET', KEYS[1], 'reader', mode) end
+local score = expire(ARGV[3])
+if message then return {'message', score, message} end
+if mode == '' then return {'empty', score} end
+return {'waiting', score}
 """
 )
 
@@ -101,22 +115,21 @@ return 'ok'
 )
 
 #: A woken reader takes the oldest message, if it is still the inbox's reader.
-#: ARGV: token, ttl ms. → {"message", m} | {"waiting"} | {"superseded"}
+#: ARGV: token, ttl ms. → {"message", score, m} | {"waiting", 0} | {"superseded", 0}
 CLAIM = (
     _COMMON
     + """
-if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded'} end
+if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded', 0} end
 local message = redis.call('LPOP', KEYS[2])
-if not message then return {'waiting'} end
+if not message then return {'waiting', 0} end
 redis.call('HDEL', KEYS[1], 'reader', 'hand')
-expire(ARGV[2])
-return {'message', message}
+return {'message', expire(ARGV[2]), message}
 """
 )
 
 #: A reader stops waiting (timeout, client gone, superseded, shutdown): the GET
 #: finished, so the inbox's clock restarts, unless a newer reader now waits.
-#: ARGV: token, ttl ms. → "ok"
+#: ARGV: token, ttl ms. → index score or 0
 LEAVE = (
     _COMMON
     + """
@@ -125,20 +138,20 @@ if reader == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'reader', 'hand')
   reader = false
 end
-if not reader and redis.call('EXISTS', KEYS[1]) == 1 then expire(ARGV[2]) end
-return 'ok'
+if not reader and redis.call('EXISTS', KEYS[1]) == 1 then return expire(ARGV[2]) end
+return 0
 """
 )
 
 #: Keep the inbox of a waiting reader alive; also tells the reader what it missed.
-#: ARGV: token, ttl ms. → "ok" | "message" | "superseded"
+#: ARGV: token, ttl ms. → {"ok" | "message" | "superseded", index score or 0}
 REFRESH = (
     _COMMON
     + """
-if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return 'superseded' end
-expire(ARGV[2])
-if redis.call('LLEN', KEYS[2]) > 0 then return 'message' end
-return 'ok'
+if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded', 0} end
+local score = expire(ARGV[2])
+if redis.call('LLEN', KEYS[2]) > 0 then return {'message', score} end
+return {'ok', score}
 """
 )
 
@@ -174,25 +187,24 @@ end
 """
 
 #: Make room for a new inbox in the global index, or refuse (max-inboxes).
-#: KEYS: index. ARGV: name, max inboxes, ttl ms. → 1 | 0
+#: KEYS: index. ARGV: name, max inboxes, ttl ms. → the entry's score, or 0 when full
 RESERVE = (
     _INDEX_COMMON
     + """
 prune()
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and live() >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ms(now + tonumber(ARGV[3])), ARGV[1])
-return 1
+local ttl = tonumber(ARGV[3])
+local score = now + ttl + math.floor(ttl / 2)
+redis.call('ZADD', KEYS[1], ms(score), ARGV[1])
+return score
 """
 )
 
-#: Move an indexed inbox's expiry (sent alongside every script that sets its TTL).
-#: KEYS: index. ARGV: name, ttl ms. → 0 | 1
-TOUCH = (
-    _INDEX_COMMON
-    + """
-return redis.call('ZADD', KEYS[1], 'XX', 'CH', ms(now + tonumber(ARGV[2])), ARGV[1])
+#: Record a later score for an indexed inbox (the score an inbox script returned).
+#: KEYS: index. ARGV: name, score. → 0 | 1
+TOUCH = """
+return redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', ARGV[2], ARGV[1])
 """
-)
 
 #: How many inboxes live. KEYS: index. → count
 COUNT = (
