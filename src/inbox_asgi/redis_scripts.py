@@ -49,9 +49,26 @@ local function expire(ttl)
   redis.call('HSET', KEYS[1], 'ix', string.format('%.0f', score))
   return score
 end
-local function follow_ttl()
+local function push(command, message, capacity)
+  -- RPUSH (send) or LPUSH (put back); a message for a waiting reader that has
+  -- none on its way yet is handed to it and does not count against capacity
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+  local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
+  local reader, hand = state[1], state[2]
+  local handing = reader and not hand
+  if capacity and not handing then
+    local queued = redis.call('LLEN', KEYS[2])
+    if hand then queued = queued - 1 end
+    if queued >= capacity then return 'full' end
+  end
+  redis.call(command, KEYS[2], message)
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  if handing then
+    redis.call('HSET', KEYS[1], 'hand', '1')
+    wake(reader, 'M')
+  end
+  return 'ok'
 end
 """
 
@@ -95,22 +112,7 @@ return {'waiting', score}
 SEND = (
     _COMMON
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
-local reader, hand = state[1], state[2]
-local handing = reader and not hand
-if not handing then
-  local queued = redis.call('LLEN', KEYS[2])
-  if hand then queued = queued - 1 end
-  if queued >= tonumber(ARGV[2]) then return 'full' end
-end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-follow_ttl()
-if handing then
-  redis.call('HSET', KEYS[1], 'hand', '1')
-  wake(reader, 'M')
-end
-return 'ok'
+return push('RPUSH', ARGV[1], tonumber(ARGV[2]))
 """
 )
 
@@ -160,15 +162,7 @@ return {'ok', score}
 REQUEUE = (
     _COMMON
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
-redis.call('LPUSH', KEYS[2], ARGV[1])
-follow_ttl()
-if state[1] and not state[2] then
-  redis.call('HSET', KEYS[1], 'hand', '1')
-  wake(state[1], 'M')
-end
-return 'ok'
+return push('LPUSH', ARGV[1], nil)
 """
 )
 
