@@ -6,30 +6,39 @@ import re
 
 from .errors import MalformedQuery
 
-_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
-def _unescape(raw: bytes) -> str:
-    raw = raw.replace(b"+", b" ")
-    if b"%" in raw:
-        raw = _ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), raw)
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise MalformedQuery("query value is not UTF-8") from None
+def _byte(match: re.Match[bytes]) -> bytes:
+    return bytes((int(match.group(1), 16),))
+
+
+def _unescape(part: str) -> str:
+    if "+" in part:
+        part = part.replace("+", " ")
+    if "%" in part:
+        try:
+            return _ESCAPE.sub(_byte, part.encode()).decode()
+        except UnicodeDecodeError:
+            raise MalformedQuery("query value is not UTF-8") from None
+    return part
 
 
 def parse_query(raw: bytes) -> dict[str, str]:
     """Decode `a=b&c=d`; the first occurrence of a key wins, like Go's Query().Get."""
     if not raw:
         return {}
-    if _BAD_ESCAPE.search(raw):
+    # Checks on the decoded text: `in` on str is cheap, on bytes it is not.
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise MalformedQuery("query value is not UTF-8") from None
+    if "%" in text and _BAD_ESCAPE.search(text):
         raise MalformedQuery("'%' in the query is not followed by two hex digits")
     params: dict[str, str] = {}
-    for field in raw.split(b"&"):
-        if not field:
-            continue
-        key, _, value = field.partition(b"=")
-        params.setdefault(_unescape(key), _unescape(value))
+    for field in text.split("&"):
+        if field:
+            key, _, value = field.partition("=")
+            params.setdefault(_unescape(key), _unescape(value))
     return params
