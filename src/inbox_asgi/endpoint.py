@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from .auth import parse_authorization
 from .errors import BodyTooLarge, InboxError, MissingRecipient
 from .mailbox import Mailbox, Message
+from .protocol import CONNECTION_GONE
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
 
@@ -57,6 +58,10 @@ class InboxEndpoint:
         if message is None:
             await send_response(send, 204, [NO_STORE])
             return
+        if scope.get("extensions", {}).get(CONNECTION_GONE, _still_there)():
+            # The reader left while the message was on its way to it: keep the message.
+            await self.mailbox.requeue(credentials.username, message)
+            raise ClientGone
         headers: Headers = [NO_STORE, (b"x-from", message.sender.encode())]
         if message.content_type is not None:
             headers.append((b"content-type", message.content_type))
@@ -106,6 +111,11 @@ class InboxEndpoint:
             chunks.append(chunk)
             more = event.get("more_body", False)
         return b"".join(chunks)
+
+
+def _still_there() -> bool:
+    """Servers that cannot tell: assume the client is there."""
+    return False
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

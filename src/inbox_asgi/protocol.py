@@ -13,6 +13,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _TOO_LARGE = b"request head too large\n"
 
+#: scope["extensions"] key: a callable that says whether the client's connection is gone.
+#: ASGI has no way to ask without awaiting `receive`; the endpoint needs it to hand a
+#: message back to the queue rather than write it into a dead connection (uvicorn
+#: drops such writes silently).
+CONNECTION_GONE = "inbox_asgi.connection_gone"
+
 
 class HeadTooLarge(Exception):
     pass
@@ -27,17 +33,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._head_too_large = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lost = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self._disarm_head_timer()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        extensions: Any = {CONNECTION_GONE: self._connection_gone}
+        self.scope["extensions"] = extensions
         self._head_size = 0
         self._arm_head_timer()
 
@@ -63,6 +73,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
         )
         self.transport.close()
+
+    def _connection_gone(self) -> bool:
+        return self._lost or self.transport.is_closing()
 
     def _count(self, size: int) -> None:
         self._head_size += size
