@@ -19,11 +19,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .config import Settings
+from .access_log import AccessLog
+from .config import Settings, configure_logging
 from .endpoint import InboxEndpoint
 from .mailbox import Mailbox
 from .memory import MemoryMailbox
 from .metrics import Metrics
+from .ratelimit import RateLimit, TokenBuckets
 from .static import PublicFiles, public_directory
 
 logger = logging.getLogger("inbox_asgi")
@@ -74,16 +76,25 @@ class InboxFirst(Starlette):
 
 def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    configure_logging(settings)
     mailbox = mailbox or build_mailbox(settings)
-    inbox = InboxEndpoint(
-        mailbox, long_poll_wait=settings.long_poll_wait, max_body_size=settings.max_body_size
+    inbox: ASGIApp = InboxEndpoint(
+        mailbox,
+        long_poll_wait=settings.long_poll_wait,
+        max_body_size=settings.max_body_size,
+        body_timeout=settings.body_timeout,
     )
+    if settings.rate_limit:
+        buckets = TokenBuckets(settings.rate_limit, settings.rate_burst)
+        inbox = RateLimit(inbox, buckets, trust_proxy=settings.trust_proxy)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
     routes: list[BaseRoute] = [Route("/inbox", inbox), Route("/healthz", healthz, methods=["GET"])]
     middleware = []
+    if settings.access_log:
+        middleware.append(Middleware(AccessLog, trust_proxy=settings.trust_proxy))
     metrics = None
     if settings.metrics:
         metrics = Metrics(mailbox)

@@ -12,14 +12,12 @@ from collections.abc import Sequence
 import uvicorn
 
 from . import __version__
-from .config import ConfigError, Settings, describe, option_specs
+from .config import ConfigError, Settings, configure_logging, describe, option_specs
 from .protocol import limited_protocol
 from .tls import check_certificate_files, write_self_signed
 
 logger = logging.getLogger("inbox_asgi")
 
-#: Seconds a client gets to send a complete request head.
-HEAD_TIMEOUT = 10.0
 #: Seconds uvicorn waits for open connections to close on shutdown.
 GRACEFUL_SHUTDOWN = 2
 
@@ -74,10 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def run(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else 5,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
     certfile = keyfile = None
     if settings.https:
         if settings.self_signed:
@@ -107,9 +102,11 @@ def run(settings: Settings) -> None:
         workers=settings.workers,
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
-        http=limited_protocol(settings.max_header_size, HEAD_TIMEOUT),
+        http=limited_protocol(settings.max_header_size, settings.header_timeout),
+        # The client address is decided by -trust-proxy in the app, not by uvicorn.
+        proxy_headers=False,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,  # -access-log is the app's own logfmt line, with the username
         lifespan="on",
         # Waiting readers are answered at once on SIGTERM; what may remain are TLS
         # connections whose peers never answer close_notify, not worth waiting for.

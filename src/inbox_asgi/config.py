@@ -8,6 +8,7 @@ start-up with a message, not later with a traceback.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -140,6 +141,21 @@ class Settings:
         _positive(int),
         "most inboxes held at once (503 for new names beyond)",
     )
+    header_timeout: float = _option(
+        "10", _positive(float), "seconds a client gets to send a request head (slow clients are cut)"
+    )
+    body_timeout: float = _option(
+        "10", _positive(float), "seconds a client gets to send a POST body (408 beyond)"
+    )
+    rate_limit: float = _option(
+        "0", _non_negative(float), "requests per second per client IP on /inbox, 0 for no limit (429 beyond)"
+    )
+    rate_burst: int = _option(
+        "20", _positive(int), "requests a client IP may send at once before -rate-limit applies"
+    )
+    trust_proxy: bool = _option(
+        "false", parse_bool, "take the client IP from the last X-Forwarded-For entry", flag=True
+    )
     redis_url: str | None = _option("", _optional_str, "redis://… to share state between workers and hosts")
     workers: int = _option("1", _positive(int), "uvicorn worker processes (needs --redis-url beyond 1)")
     log_level: str = _option("info", _log_level, "critical, error, warning, info, debug or trace")
@@ -150,7 +166,9 @@ class Settings:
         flag=True,
     )
     metrics: bool = _option("false", parse_bool, "serve Prometheus metrics at /metrics", flag=True)
-    access_log: bool = _option("false", parse_bool, "log one line per request", flag=True)
+    access_log: bool = _option(
+        "false", parse_bool, "log one logfmt line per request (client, user, status, ms)", flag=True
+    )
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> Settings:
@@ -239,3 +257,14 @@ def option_specs() -> list[tuple[str, str, str, bool]]:
         )
         for spec in fields(Settings)
     ]
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log to stderr at -log-level, in every process (uvicorn workers start bare)."""
+    level = 5 if settings.log_level == "trace" else settings.log_level.upper()
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root.setLevel(level)
+    if settings.access_log:
+        logging.getLogger("inbox_asgi.access").setLevel(logging.INFO)

@@ -7,10 +7,11 @@ the hot path: it parses only the three headers it needs.
 
 from __future__ import annotations
 
+import anyio
 from starlette.types import Receive, Scope, Send
 
 from .auth import parse_authorization
-from .errors import BodyTooLarge, InboxError, MissingRecipient
+from .errors import BodyTooLarge, InboxError, MissingRecipient, RequestTimeout
 from .mailbox import Mailbox, Message
 from .protocol import CONNECTION_GONE
 from .query import parse_query
@@ -25,10 +26,13 @@ class ClientGone(Exception):
 
 
 class InboxEndpoint:
-    def __init__(self, mailbox: Mailbox, *, long_poll_wait: float, max_body_size: int) -> None:
+    def __init__(
+        self, mailbox: Mailbox, *, long_poll_wait: float, max_body_size: int, body_timeout: float = 10.0
+    ) -> None:
         self.mailbox = mailbox
         self.long_poll_wait = long_poll_wait
         self.max_body_size = max_body_size
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -96,20 +100,24 @@ class InboxEndpoint:
         await send_response(send, 200, [])
 
     async def _read_body(self, receive: Receive) -> bytes:
-        """The request body, refusing it as soon as it passes max_body_size."""
+        """The request body, refused once it passes max_body_size or takes body_timeout."""
         chunks = []
         size = 0
         more = True
-        while more:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_size:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            more = event.get("more_body", False)
+        try:
+            with anyio.fail_after(self.body_timeout):
+                while more:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        raise ClientGone
+                    chunk = event.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_size:
+                        raise BodyTooLarge
+                    chunks.append(chunk)
+                    more = event.get("more_body", False)
+        except TimeoutError:
+            raise RequestTimeout from None
         return b"".join(chunks)
 
 

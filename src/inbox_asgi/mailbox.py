@@ -28,6 +28,8 @@ class MailboxStats:
     inboxes: int
     waiting_readers: int
     queued_messages: int
+    #: Inboxes deleted for inactivity since start (0 where the store expires them itself).
+    expired_inboxes: int = 0
 
 
 class Mailbox(Protocol):

@@ -68,6 +68,7 @@ class MemoryMailbox:
         self._inboxes: OrderedDict[str, Inbox] = OrderedDict()
         self._readers: set[Reader] = set()
         self._queued = 0
+        self._expired = 0
         self._closed = False
 
     # -- the Mailbox interface -------------------------------------------------
@@ -141,7 +142,7 @@ class MemoryMailbox:
             reader.wake(None)
 
     async def stats(self) -> MailboxStats:
-        return MailboxStats(len(self._inboxes), len(self._readers), self._queued)
+        return MailboxStats(len(self._inboxes), len(self._readers), self._queued, self._expired)
 
     async def aclose(self) -> None:
         self.shutdown()
@@ -166,6 +167,7 @@ class MemoryMailbox:
             del inboxes[name]
             self._queued -= len(inbox.queue)
             expired += 1
+        self._expired += expired
         return expired
 
     def _lookup(self, name: str, now: float) -> Inbox | None:
@@ -174,6 +176,7 @@ class MemoryMailbox:
             # Expired but not yet swept: behave exactly as if the sweep had run.
             del self._inboxes[name]
             self._queued -= len(inbox.queue)
+            self._expired += 1
             return None
         return inbox
 

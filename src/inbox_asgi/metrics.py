@@ -14,22 +14,31 @@ class Metrics:
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
         # A registry per app, so several apps in one process (tests) do not collide.
-        self.registry = CollectorRegistry()
+        self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "inbox_requests",
             "HTTP requests answered, by route, method and status",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=registry,
         )
-        self.inboxes = Gauge("inbox_inboxes", "inboxes held", registry=self.registry)
-        self.waiting = Gauge("inbox_waiting_readers", "GETs waiting for a message", registry=self.registry)
-        self.queued = Gauge("inbox_queued_messages", "messages waiting in inboxes", registry=self.registry)
+        self.inboxes = Gauge("inbox_inboxes", "inboxes held", registry=registry)
+        self.waiting = Gauge("inbox_waiting_readers", "GETs waiting for a message", registry=registry)
+        self.queued = Gauge("inbox_queued_messages", "messages waiting in inboxes", registry=registry)
+        self.delivered = Counter("inbox_messages_delivered", "messages handed to readers", registry=registry)
+        self.accepted = Counter("inbox_messages_accepted", "messages accepted (POST 200)", registry=registry)
+        self.rejected = Counter(
+            "inbox_messages_rejected", "messages refused, by status", ["status"], registry=registry
+        )
+        self.expired = Counter("inbox_inboxes_expired", "inboxes deleted for inactivity", registry=registry)
+        self._expired_seen = 0
 
     async def endpoint(self, request: Request) -> Response:
         stats = await self.mailbox.stats()
         self.inboxes.set(stats.inboxes)
         self.waiting.set(stats.waiting_readers)
         self.queued.set(stats.queued_messages)
+        self.expired.inc(max(0, stats.expired_inboxes - self._expired_seen))
+        self._expired_seen = stats.expired_inboxes
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
@@ -42,9 +51,21 @@ class Metrics:
 
             async def counting_send(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    self.requests.labels(route, scope["method"], str(message["status"])).inc()
+                    status = message["status"]
+                    self.requests.labels(route, scope["method"], str(status)).inc()
+                    if route == "/inbox":
+                        self._count_message(scope["method"], status)
                 await send(message)
 
             await app(scope, receive, counting_send)
 
         return count_requests
+
+    def _count_message(self, method: str, status: int) -> None:
+        if method == "GET" and status == 200:
+            self.delivered.inc()
+        elif method == "POST":
+            if status == 200:
+                self.accepted.inc()
+            else:
+                self.rejected.labels(str(status)).inc()

@@ -14,6 +14,7 @@ from .errors import (
     MissingRecipient,
     NoSuchInbox,
     RateLimited,
+    RequestTimeout,
     TooManyInboxes,
     WrongPassword,
 )
@@ -30,6 +31,7 @@ ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
     BadCredentials: (401, _CHALLENGE),
     WrongPassword: (401, _CHALLENGE),
     NoSuchInbox: (404, []),
+    RequestTimeout: (408, [(b"connection", b"close")]),
     BodyTooLarge: (413, []),
     RateLimited: (429, _RETRY_SOON),
     InboxFull: (503, _RETRY_SOON),
@@ -50,6 +52,8 @@ async def send_text(send: Send, status: int, text: str, headers: Headers | None 
     await send_response(send, status, [_TEXT, *(headers or [])], text.encode() + b"\n")
 
 
-async def send_error(send: Send, error: InboxError) -> None:
+async def send_error(send: Send, error: InboxError, *, retry_after: int | None = None) -> None:
     status, headers = ERROR_STATUS[type(error)]
+    if retry_after is not None:
+        headers = [h for h in headers if h[0] != b"retry-after"] + [(b"retry-after", b"%d" % retry_after)]
     await send_text(send, status, error.reason, list(headers))
