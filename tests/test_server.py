@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import ssl
@@ -14,7 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from .support import ServerProcess, basic, metric, run_cli, wait_until
+from .support import RawConnection, ServerProcess, basic, metric, run_cli, wait_until
 
 Start = Callable[..., ServerProcess]
 
@@ -87,31 +88,66 @@ def test_client_disconnect_mid_long_poll_consumes_nothing(real_server: Start) ->
 
 
 @pytest.mark.anyio
-async def test_sigterm_answers_waiting_readers_and_exits(real_server: Start) -> None:
-    server = real_server("-metrics", "-long-polling-timeout", "60")
+async def test_sigterm_answers_waiting_readers_and_completes_posts(real_server: Start) -> None:
+    server = real_server("-metrics", "-long-polling-timeout", "60", "-inbox-capacity", "100000")
     readers = 1000
     statuses: list[int] = []
+    post_outcomes: list[int | str] = []
+    stopping = anyio.Event()
 
     async def read(i: int) -> None:
         auth = basic(f"r{i}")["Authorization"].encode()
         request = b"GET /inbox HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n"
         statuses.append(await server.raw_status(request))
 
+    async def send_until_refused(j: int) -> None:
+        """Post on fresh connections until the server stops accepting them."""
+        while True:
+            try:
+                connection = await RawConnection.open(server)
+            except OSError:
+                post_outcomes.append("refused")
+                return
+            try:
+                response = await connection.request("POST", "/inbox?to=sink", basic(f"s{j}"), b"m")
+                post_outcomes.append(response.status)
+            except asyncio.IncompleteReadError as error:
+                # Closed before answering is fine (nothing was accepted); half an answer is not.
+                assert error.partial == b"", error.partial
+                post_outcomes.append("closed")
+            except (ConnectionResetError, ssl.SSLError):
+                post_outcomes.append("closed")
+            finally:
+                await connection.close()
+            if stopping.is_set() and post_outcomes[-1] != 200:
+                return
+
+    with server.client() as client:
+        # Sending creates the sender's inbox without a long poll.
+        assert client.post("/inbox?to=nobody", headers=basic("sink")).status_code == 404
     async with anyio.create_task_group() as tasks:
         for i in range(readers):
             tasks.start_soon(read, i)
         with anyio.fail_after(60):
             while metric(server, "inbox_waiting_readers") < readers:
                 await anyio.sleep(0.1)
+        for j in range(10):
+            tasks.start_soon(send_until_refused, j)
+        with anyio.fail_after(10):
+            while len(post_outcomes) < 50:
+                await anyio.sleep(0.01)
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
+        stopping.set()
     answered_in = time.monotonic() - started
     code = await anyio.to_thread.run_sync(server.process.wait, 10)
     exited_in = time.monotonic() - started
     assert statuses == [204] * readers
-    assert answered_in < 4, answered_in
+    assert answered_in < 5, answered_in
     assert exited_in < 5, exited_in
     assert code == 0
+    assert set(post_outcomes) <= {200, "refused", "closed"}, set(post_outcomes)
+    assert post_outcomes.count(200) >= 50
 
 
 def test_sigterm_with_idle_tls_keep_alive_connections_exits_quickly(real_server: Start) -> None:
