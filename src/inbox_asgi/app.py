@@ -25,6 +25,7 @@ from .endpoint import InboxEndpoint
 from .mailbox import Mailbox
 from .memory import MemoryMailbox
 from .metrics import Metrics
+from .openapi import openapi_endpoint
 from .ratelimit import RateLimit, TokenBuckets
 from .static import PublicFiles, public_directory
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
     routes: list[BaseRoute] = [Route("/inbox", inbox), Route("/healthz", healthz, methods=["GET"])]
+    routes.append(Route("/openapi.json", openapi_endpoint, methods=["GET"]))
     middleware = []
     if settings.access_log:
         middleware.append(Middleware(AccessLog, trust_proxy=settings.trust_proxy))
