@@ -7,14 +7,17 @@ Both answer every request to /inbox with an empty 200 and do nothing else:
 * `starlette_app()`: the smallest Starlette app with one `Route("/inbox")`.
 
 `python bench/reference_apps.py raw|starlette PORT` serves one with exactly the
-uvicorn settings `inbox-asgi` uses (httptools with the same head-limit protocol
-class, uvloop, no access log, no server header, lifespan on), so a ratio
-measures the app, not the server configuration.
+keyword arguments `inbox-asgi -https=false -bind 127.0.0.1:PORT -log-level
+warning` passes to `uvicorn.run` (the same protocol class with its head
+limits, keep-alive, proxy-header and logging settings), captured from the CLI
+itself, so a ratio measures the app and nothing else.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
+from unittest import mock
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,8 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from inbox_asgi.cli import HEAD_TIMEOUT
-from inbox_asgi.protocol import limited_protocol
+from inbox_asgi import cli
 
 _START = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
 _BODY = {"type": "http.response.body", "body": b""}
@@ -51,21 +53,23 @@ def starlette_app() -> Starlette:
 APPS = {"raw": "reference_apps:raw_app", "starlette": "reference_apps:starlette_app"}
 
 
+def inbox_asgi_options(port: int) -> dict[str, Any]:
+    """What `inbox-asgi` would pass to uvicorn.run, apart from the app."""
+    captured: dict[str, Any] = {}
+
+    def capture(app: str, **options: Any) -> None:
+        captured.update(options)
+
+    flags = ["-https=false", "-bind", f"127.0.0.1:{port}", "-log-level", "warning"]
+    with mock.patch.object(uvicorn, "run", capture):
+        cli.run(cli.parse_settings(flags))
+    return captured
+
+
 def serve(kind: str, port: int) -> None:
-    """Run one reference app on 127.0.0.1:port with inbox-asgi's uvicorn settings (see cli.run)."""
-    uvicorn.run(
-        APPS[kind],
-        factory=kind == "starlette",
-        host="127.0.0.1",
-        port=port,
-        http=limited_protocol(1048576, HEAD_TIMEOUT),
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-        server_header=False,
-        log_config=None,
-    )
+    options = inbox_asgi_options(port)
+    options["factory"] = kind == "starlette"
+    uvicorn.run(APPS[kind], **options)
 
 
 if __name__ == "__main__":
