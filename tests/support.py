@@ -129,9 +129,15 @@ class RawConnection:
     async def request(
         self, method: str, target: str, headers: dict[str, str], body: bytes = b""
     ) -> RawResponse:
+        self.send_request(method, target, headers, body)
+        return await self.read_response()
+
+    def send_request(self, method: str, target: str, headers: dict[str, str], body: bytes = b"") -> None:
         lines = [f"{method} {target} HTTP/1.1", "Host: test", f"Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    async def read_response(self) -> RawResponse:
         head = await self.reader.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head[:-4].split(b"\r\n")
         parsed = {}

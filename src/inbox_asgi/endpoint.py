@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from .auth import parse_authorization
 from .errors import BodyTooLarge, InboxError, MissingRecipient, RequestTimeout
-from .mailbox import Mailbox, Message
+from .mailbox import Mailbox, Message, never_gone
 from .protocol import CONNECTION_GONE
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
@@ -58,14 +58,15 @@ class InboxEndpoint:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        message = await self.mailbox.receive(credentials, wait=self.long_poll_wait, disconnected=disconnected)
+        message = await self.mailbox.receive(
+            credentials,
+            wait=self.long_poll_wait,
+            disconnected=disconnected,
+            gone=scope.get("extensions", {}).get(CONNECTION_GONE, never_gone),
+        )
         if message is None:
             await send_response(send, 204, [NO_STORE])
             return
-        if scope.get("extensions", {}).get(CONNECTION_GONE, _still_there)():
-            # The reader left while the message was on its way to it: keep the message.
-            await self.mailbox.requeue(credentials.username, message)
-            raise ClientGone
         headers: Headers = [NO_STORE, (b"x-from", message.sender.encode())]
         if message.content_type is not None:
             headers.append((b"content-type", message.content_type))
@@ -119,11 +120,6 @@ class InboxEndpoint:
         except TimeoutError:
             raise RequestTimeout from None
         return b"".join(chunks)
-
-
-def _still_there() -> bool:
-    """Servers that cannot tell: assume the client is there."""
-    return False
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

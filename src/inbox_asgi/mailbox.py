@@ -14,6 +14,13 @@ from .auth import Credentials
 
 #: Returns when the client behind a waiting GET has gone away.
 Disconnected = Callable[[], Awaitable[object]]
+#: True once the client's connection is known to be closed (checked without waiting).
+Gone = Callable[[], bool]
+
+
+def never_gone() -> bool:
+    """For servers that cannot tell: assume the client is there."""
+    return False
 
 
 @dataclass(slots=True)
@@ -40,12 +47,19 @@ class Mailbox(Protocol):
         """Queue a message, or hand it straight to the recipient's waiting reader."""
 
     async def receive(
-        self, credentials: Credentials, *, wait: float, disconnected: Disconnected
+        self,
+        credentials: Credentials,
+        *,
+        wait: float,
+        disconnected: Disconnected,
+        gone: Gone = never_gone,
     ) -> Message | None:
         """The oldest message, waiting up to `wait` seconds; None if there is none.
 
         The wait also ends, with None, when `disconnected` returns, when a newer
-        reader opens the same inbox, or when the mailbox shuts down.
+        reader opens the same inbox, or when the mailbox shuts down. A woken
+        reader takes its message off the queue only if `gone()` is false, so a
+        message is never taken for a client that has left, and order is kept.
         """
 
     async def requeue(self, recipient: str, message: Message) -> None:

@@ -11,7 +11,7 @@ import anyio.lowlevel
 
 from .auth import Credentials
 from .errors import InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
-from .mailbox import Disconnected, MailboxStats, Message
+from .mailbox import Disconnected, Gone, MailboxStats, Message, never_gone
 from .passwords import PasswordDigest
 
 #: Inboxes deleted per expiry step before yielding, so mass expiry never stalls the loop.
@@ -19,27 +19,31 @@ EXPIRY_BATCH = 500
 
 
 class Reader:
-    """One parked GET. Waking it cancels its wait; `message` says what it got."""
+    """One parked GET. Waking it cancels its wait; `has_mail` says why it woke."""
 
-    __slots__ = ("message", "scope")
+    __slots__ = ("has_mail", "scope")
 
     def __init__(self) -> None:
-        self.message: Message | None = None
+        self.has_mail = False
         self.scope: anyio.CancelScope | None = None
 
-    def wake(self, message: Message | None = None) -> None:
-        self.message = message
+    def wake(self, has_mail: bool = False) -> None:
+        self.has_mail = has_mail
         if self.scope is not None:
             self.scope.cancel()
 
 
 class Inbox:
-    __slots__ = ("password", "queue", "reader", "touched")
+    __slots__ = ("password", "promised", "queue", "reader", "reads", "touched")
 
     def __init__(self, password: PasswordDigest, now: float) -> None:
         self.password = password
         self.queue: deque[Message] = deque()
         self.reader: Reader | None = None
+        #: Messages queued for a woken reader: they do not count against capacity.
+        self.promised = 0
+        #: GETs so far: a woken reader that sees a newer GET arrived takes nothing.
+        self.reads = 0
         self.touched = now
 
 
@@ -81,50 +85,60 @@ class MemoryMailbox:
         if inbox is None:
             raise NoSuchInbox
         reader = inbox.reader
-        if reader is not None:
-            inbox.reader = None
-            reader.wake(message)
-            return
-        if len(inbox.queue) >= self.inbox_capacity:
+        if reader is None and len(inbox.queue) - inbox.promised >= self.inbox_capacity:
             raise InboxFull
+        # For a waiting reader the message only passes through the queue: the
+        # reader takes it from there, and only if its client is still connected.
         inbox.queue.append(message)
         self._queued += 1
+        if reader is not None:
+            inbox.reader = None
+            inbox.promised += 1
+            reader.wake(has_mail=True)
 
     async def receive(
-        self, credentials: Credentials, *, wait: float, disconnected: Disconnected
+        self,
+        credentials: Credentials,
+        *,
+        wait: float,
+        disconnected: Disconnected,
+        gone: Gone = never_gone,
     ) -> Message | None:
         name = credentials.username
         inbox = self._open(credentials, self.clock())
         self._touch(name, inbox)
-        if inbox.queue:
+        inbox.reads += 1
+        this_read = inbox.reads
+        if not inbox.queue and wait > 0 and not self._closed:
+            reader = Reader()
+            if inbox.reader is not None:
+                inbox.reader.wake()  # newest reader wins
+            inbox.reader = reader
+            self._readers.add(reader)
+            try:
+                with anyio.move_on_after(wait) as reader.scope:
+                    await disconnected()
+            finally:
+                self._readers.discard(reader)
+                if inbox.reader is reader:
+                    inbox.reader = None
+                self._touch(name, inbox)
+            if not reader.has_mail or gone() or inbox.reads != this_read:
+                return None  # nothing came, its client left, or a newer GET took over
+        inbox.promised = 0  # whoever reads now has the promised message in front of it
+        if inbox.queue and self._inboxes.get(name) is inbox:
             self._queued -= 1
             return inbox.queue.popleft()
-        if wait <= 0 or self._closed:
-            return None
-        reader = Reader()
-        if inbox.reader is not None:
-            inbox.reader.wake(None)  # newest reader wins
-        inbox.reader = reader
-        self._readers.add(reader)
-        try:
-            with anyio.move_on_after(wait) as reader.scope:
-                await disconnected()
-        except BaseException:
-            if reader.message is not None:  # cancelled after a hand-over: keep the message
-                self._put_back(inbox, reader.message)
-                reader.message = None
-            raise
-        finally:
-            self._readers.discard(reader)
-            if inbox.reader is reader:
-                inbox.reader = None
-            self._touch(name, inbox)
-        return reader.message
+        return None
 
     async def requeue(self, recipient: str, message: Message) -> None:
         inbox = self._inboxes.get(recipient)
         if inbox is not None:
-            self._put_back(inbox, message)
+            inbox.queue.appendleft(message)
+            self._queued += 1
+            if inbox.reader is not None:
+                reader, inbox.reader = inbox.reader, None
+                reader.wake(has_mail=True)
 
     async def run(self) -> None:
         while True:
@@ -139,7 +153,7 @@ class MemoryMailbox:
     def shutdown(self) -> None:
         self._closed = True
         for reader in list(self._readers):
-            reader.wake(None)
+            reader.wake()
 
     async def stats(self) -> MailboxStats:
         return MailboxStats(len(self._inboxes), len(self._readers), self._queued, self._expired)
@@ -197,12 +211,3 @@ class MemoryMailbox:
         if self._inboxes.get(name) is inbox:
             inbox.touched = self.clock()
             self._inboxes.move_to_end(name)
-
-    def _put_back(self, inbox: Inbox, message: Message) -> None:
-        reader = inbox.reader
-        if reader is not None:
-            inbox.reader = None
-            reader.wake(message)
-        else:
-            inbox.queue.appendleft(message)
-            self._queued += 1

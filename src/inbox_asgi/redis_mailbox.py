@@ -42,7 +42,7 @@ from . import redis_scripts
 from .auth import Credentials
 from .config import ConfigError, Settings
 from .errors import BackendUnavailable, InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
-from .mailbox import Disconnected, MailboxStats, Message
+from .mailbox import Disconnected, Gone, MailboxStats, Message, never_gone
 from .passwords import PasswordDigest
 
 try:
@@ -51,9 +51,7 @@ try:
     from redis.asyncio.client import PubSub
     from redis.exceptions import NoScriptError, RedisError
 except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ConfigError(
-        "-redis-url needs the redis package: pip install 'inbox-asgi[redis]'"
-    ) from error
+    raise ConfigError("-redis-url needs the redis package: pip install 'inbox-asgi[redis]'") from error
 
 logger = logging.getLogger("inbox_asgi.redis")
 
@@ -240,7 +238,12 @@ class RedisMailbox:
             raise InboxFull
 
     async def receive(
-        self, credentials: Credentials, *, wait: float, disconnected: Disconnected
+        self,
+        credentials: Credentials,
+        *,
+        wait: float,
+        disconnected: Disconnected,
+        gone: Gone = never_gone,
     ) -> Message | None:
         if wait <= 0 or self._closed:
             return _message(await self._enter(credentials, b""))
@@ -255,7 +258,7 @@ class RedisMailbox:
             waiter.active = True
             waiter.refreshed = anyio.current_time()
             self._active += 1
-            return await self._wait(waiter, wait, disconnected)
+            return await self._wait(waiter, wait, disconnected, client_gone=gone)
         finally:
             del self._waiters[waiter.token]
             if waiter.active:
@@ -320,7 +323,9 @@ class RedisMailbox:
                 return reply
         raise BackendUnavailable("inbox changed under this request, retry")
 
-    async def _wait(self, waiter: Waiter, wait: float, disconnected: Disconnected) -> Message | None:
+    async def _wait(
+        self, waiter: Waiter, wait: float, disconnected: Disconnected, client_gone: Gone
+    ) -> Message | None:
         deadline = anyio.current_time() + wait
         try:
             while True:
@@ -333,8 +338,8 @@ class RedisMailbox:
                     if gone:
                         break
                 reason, waiter.pending = waiter.pending, _NOTHING
-                if reason != _CHECK or self._closed:
-                    break  # timed out, superseded or shutting down
+                if reason != _CHECK or self._closed or client_gone():
+                    break  # timed out, superseded, shutting down, or the client left
                 reply = await self._taking(waiter.name, (CLAIM, waiter.keys, (waiter.token, self.ttl_ms)))
                 if reply[0] == b"message":
                     return decode_message(reply[2])

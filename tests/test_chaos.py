@@ -1,0 +1,148 @@
+"""No loss, exactly once, under chaos: readers that abort or get superseded, full inboxes,
+and (with Redis) a server restart in the middle. Every message answered 200 must arrive once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import Callable
+
+import anyio
+import pytest
+
+from .support import RawConnection, RawResponse, ServerProcess, basic
+
+pytestmark = pytest.mark.anyio
+
+PAIRS = 40
+MESSAGES = 30
+FLAGS = ("-inbox-capacity", "3", "-long-polling-timeout", "2")
+
+
+class Cluster:
+    """The servers clients may talk to; a restart swaps one out while traffic flows."""
+
+    def __init__(self, servers: list[ServerProcess]) -> None:
+        self.servers = servers
+
+    def pick(self, rng: random.Random) -> ServerProcess:
+        return rng.choice(self.servers)
+
+
+def message_number(response: RawResponse) -> int:
+    return int(response.body.split(b":")[1]) if response.status == 200 else -1
+
+
+async def connect(cluster: Cluster, rng: random.Random) -> RawConnection:
+    """A connection to any live server, retrying while one is being replaced."""
+    with anyio.fail_after(20):
+        while True:
+            try:
+                return await RawConnection.open(cluster.pick(rng))
+            except OSError:
+                await anyio.sleep(0.01)
+
+
+async def run_chaos(cluster: Cluster, during: Callable[[], object] | None = None) -> dict[str, int]:
+    accepted: Counter[tuple[int, int]] = Counter()
+    delivered: Counter[tuple[int, int]] = Counter()
+    order_ok = True
+    counts = Counter[str]()
+
+    def record(i: int, response: RawResponse, seen: list[int]) -> None:
+        nonlocal order_ok
+        if response.status == 200:
+            sender, n = response.body.decode().split(":")
+            assert sender == f"s{i}" and response.headers[b"x-from"] == sender.encode()
+            delivered[(i, int(n))] += 1
+            order_ok &= not seen or int(n) > seen[-1]
+            seen.append(int(n))
+            counts["delivered"] += 1
+        else:
+            assert response.status == 204, response
+
+    async def receiver(i: int) -> None:
+        rng = random.Random(i)
+        seen: list[int] = []
+        auth = basic(f"r{i}")
+        steady = await connect(cluster, rng)
+        while len(seen) < MESSAGES:
+            roll = rng.random()
+            try:
+                if roll < 0.2:  # abort mid long poll: half-close, then read whatever came
+                    counts["aborts"] += 1
+                    flaky = await connect(cluster, rng)
+                    flaky.send_request("GET", "/inbox", auth)
+                    await anyio.sleep(rng.uniform(0, 0.03))
+                    flaky.writer.write_eof()
+                    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                        record(i, await flaky.read_response(), seen)  # if anything was written to it
+                    await flaky.close()
+                elif roll < 0.35:  # superseded: an older reader is answered when a newer one comes
+                    counts["superseded"] += 1
+                    older = await connect(cluster, rng)
+                    older.send_request("GET", "/inbox", auth)
+                    await anyio.sleep(rng.uniform(0, 0.02))
+                    newer = steady.read_response()
+                    steady.send_request("GET", "/inbox", auth)
+                    # The two GETs race on separate connections: the server may see either
+                    # first, so their two answers are taken in message order.
+                    pair = sorted([await older.read_response(), await newer], key=message_number)
+                    for response in pair:
+                        record(i, response, seen)
+                    await older.close()
+                else:
+                    record(i, await steady.request("GET", "/inbox", auth), seen)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                counts["reconnects"] += 1  # its server went away: carry on with another
+                await steady.close()
+                steady = await connect(cluster, rng)
+        await steady.close()
+
+    async def sender(i: int) -> None:
+        rng = random.Random(-i)
+        connection = await connect(cluster, rng)
+        for n in range(MESSAGES):
+            while True:
+                try:
+                    response = await connection.request(
+                        "POST", f"/inbox?to=r{i}", basic(f"s{i}"), b"s%d:%d" % (i, n)
+                    )
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    counts["reconnects"] += 1
+                    await connection.close()
+                    connection = await connect(cluster, rng)
+                    continue
+                if response.status == 200:
+                    accepted[(i, n)] += 1
+                    break
+                assert response.status in (503, 404), response  # full, or r not there yet
+                counts[f"refused {response.status}"] += 1
+                await anyio.sleep(rng.uniform(0.005, 0.03))
+        await connection.close()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tasks:
+            for i in range(PAIRS):
+                tasks.start_soon(receiver, i)
+                tasks.start_soon(sender, i)
+            if during is not None:
+                await anyio.to_thread.run_sync(during)
+
+    assert all(count == 1 for count in accepted.values())
+    assert delivered == accepted, "lost or duplicated: " + str(
+        (accepted - delivered) + (delivered - accepted)
+    )
+    assert order_ok, "a sender's messages arrived out of order"
+    counts["accepted"] = sum(accepted.values())
+    print(dict(counts))
+    return dict(counts)
+
+
+async def test_memory_mode_loses_nothing(real_server: Callable[..., ServerProcess]) -> None:
+    counts = await run_chaos(Cluster([real_server(*FLAGS, tls=False)]))
+    assert counts["accepted"] == PAIRS * MESSAGES
+    assert counts["aborts"] > 50 and counts["superseded"] > 50 and counts["refused 503"] > 0
