@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from inbox_asgi.config import ConfigError, Settings, parse_bind, parse_cors
+from inbox_asgi.config import ConfigError, Settings, describe, parse_bind, parse_cors
 
 
 def test_defaults_match_the_go_server() -> None:
@@ -88,3 +88,10 @@ def test_env_round_trip() -> None:
 def test_invalid_settings_name_the_setting(values: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_strings(values)
+
+
+def test_start_up_description_hides_url_passwords() -> None:
+    settings = Settings.from_strings({"redis-url": "redis://default:hunter2@cache.internal:6379/0"})
+    shown = dict(describe(settings))
+    assert shown["redis-url"] == "redis://default:***@cache.internal:6379/0"
+    assert "hunter2" not in str(describe(settings))

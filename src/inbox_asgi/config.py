@@ -239,11 +239,21 @@ class Settings:
 
 
 def describe(settings: Settings) -> list[tuple[str, str]]:
-    """Flag name and effective value, for the start-up log."""
+    """Flag name and effective value, for the start-up log (passwords in URLs hidden)."""
     env = settings.to_env()
     return [
-        (spec.name.replace("_", "-"), env[ENV_PREFIX + spec.name.upper()] or "-") for spec in fields(settings)
+        (spec.name.replace("_", "-"), redact(env[ENV_PREFIX + spec.name.upper()]) or "-")
+        for spec in fields(settings)
     ]
+
+
+def redact(value: str) -> str:
+    """`redis://user:secret@host` → `redis://user:***@host`; anything else unchanged."""
+    scheme, sep, rest = value.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return value
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def option_specs() -> list[tuple[str, str, str, bool]]:
