@@ -25,42 +25,61 @@ class HeadTooLarge(Exception):
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """Counts head bytes as httptools reports them, and times heads that arrive in pieces.
+
+    Both run for every request, so they stay cheap: a head that arrives whole in
+    one read (nearly all of them) never arms a timer; only one still incomplete
+    after a read does, and it is disarmed when the head completes.
+    """
+
     max_head_size = 1048576
     head_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_size = 0
+        self._in_head = False
         self._head_too_large = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._lost = False
+        self._extensions: Any = {CONNECTION_GONE: self._connection_gone}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._arm_head_timer()  # the first head must come in time too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._disarm_head_timer()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and self._head_timer is None:
+            self._arm_head_timer()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        extensions: Any = {CONNECTION_GONE: self._connection_gone}
-        self.scope["extensions"] = extensions
+        self.scope["extensions"] = self._extensions
         self._head_size = 0
-        self._arm_head_timer()
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
+        self._head_size += len(url)
+        if self._head_size > self.max_head_size:
+            self._too_large()
+        HttpToolsProtocol.on_url(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head_size:
+            self._too_large()
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
-        self._disarm_head_timer()
+        self._in_head = False
+        if self._head_timer is not None:
+            self._disarm_head_timer()
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -77,11 +96,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _connection_gone(self) -> bool:
         return self._lost or self.transport.is_closing()
 
-    def _count(self, size: int) -> None:
-        self._head_size += size
-        if self._head_size > self.max_head_size:
-            self._head_too_large = True
-            raise HeadTooLarge  # httptools turns this into HttpParserCallbackError
+    def _too_large(self) -> None:
+        self._head_too_large = True
+        raise HeadTooLarge  # httptools turns this into HttpParserCallbackError
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
