@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import anyio
 import pytest
 
@@ -200,3 +202,15 @@ async def test_shutdown_answers_waiting_readers() -> None:
             box.shutdown()
     assert results == [None, None, None]
     assert await box.receive(me("a"), wait=1000, disconnected=never) is None
+
+
+async def test_mass_expiry_gives_the_table_back() -> None:
+    clock = Clock()
+    box = make(clock, max_inboxes=100_000)
+    for i in range(50_000):
+        await box.open(me(f"p{i}"))
+    grown = sys.getsizeof(box._inboxes)
+    clock.now += 61
+    await box.expire_all()
+    assert (await box.stats()).inboxes == 0
+    assert sys.getsizeof(box._inboxes) < grown / 100
