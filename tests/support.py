@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -151,6 +151,18 @@ class RawConnection:
         self.writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await self.writer.wait_closed()
+
+
+@contextlib.contextmanager
+def tls_socket(server: ServerProcess) -> Iterator[ssl.SSLSocket]:
+    """A blocking TLS connection to the server, verified against its CA."""
+    host, port = server.address
+    context = ssl.create_default_context(cafile=server.ca_path)
+    with (
+        socket.create_connection((host, port), timeout=10) as plain,
+        context.wrap_socket(plain, server_hostname=host) as sock,
+    ):
+        yield sock
 
 
 def metric(server: ServerProcess, name: str) -> float:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from .support import ServerProcess, basic, start_server
+from .support import ServerProcess, basic, start_server, tls_socket
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +26,7 @@ def server(
 
 def exchange(server: ServerProcess, data: bytes) -> bytes:
     """Send raw bytes on a fresh TLS connection; return the response head (or b'' if closed)."""
-    host, port = server.address
-    context = ssl.create_default_context(cafile=server.ca_path)
-    with (
-        socket.create_connection((host, port), timeout=10) as plain,
-        context.wrap_socket(plain, server_hostname=host) as sock,
-    ):
+    with tls_socket(server) as sock:
         sock.sendall(data)
         received = b""
         while b"\r\n\r\n" not in received:

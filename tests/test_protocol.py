@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -90,16 +91,24 @@ async def test_long_poll_wakes_on_message(make_client: ClientFactory) -> None:
     async with make_client(long_polling_timeout=10) as client:
         await get_inbox_created(client, "r")
         async with anyio.create_task_group() as tasks:
-            result: list[httpx.Response] = []
-
-            async def read() -> None:
-                result.append(await get(client, "r"))
-
-            tasks.start_soon(read)
+            result = read_in_background(tasks, client, "r")
             await until_waiting(client)
             with anyio.fail_after(2):
                 assert (await post(client, "s", "r", b"wake")).status_code == 200
         assert (result[0].status_code, result[0].content, result[0].headers["x-from"]) == (200, b"wake", "s")
+
+
+def read_in_background(
+    tasks: anyio.abc.TaskGroup, client: httpx.AsyncClient, user: str
+) -> list[httpx.Response]:
+    """Start a GET; its response lands in the returned list."""
+    result: list[httpx.Response] = []
+
+    async def read() -> None:
+        result.append(await get(client, user))
+
+    tasks.start_soon(read)
+    return result
 
 
 async def get_inbox_created(client: httpx.AsyncClient, user: str) -> None:
@@ -292,12 +301,7 @@ async def test_inbox_expires_with_its_messages_and_the_name_is_free(make_client:
 async def test_no_expiry_while_a_reader_waits(make_client: ClientFactory) -> None:
     async with make_client(inbox_timeout=0.2, cleanup_interval=0.05, long_polling_timeout=10) as client:
         async with anyio.create_task_group() as tasks:
-            result: list[httpx.Response] = []
-
-            async def read() -> None:
-                result.append(await get(client, "r"))
-
-            tasks.start_soon(read)
+            result = read_in_background(tasks, client, "r")
             await until_waiting(client)
             await anyio.sleep(0.6)  # three inbox timeouts pass while it waits
             assert (await post(client, "s", "r", b"still here")).status_code == 200

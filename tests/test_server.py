@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from .support import RawConnection, ServerProcess, basic, metric, run_cli, wait_until
+from .support import RawConnection, ServerProcess, basic, metric, run_cli, tls_socket, wait_until
 
 Start = Callable[..., ServerProcess]
-
-
-@contextmanager
-def tls_socket(server: ServerProcess) -> Iterator[ssl.SSLSocket]:
-    host, port = server.address
-    context = ssl.create_default_context(cafile=server.ca_path)
-    with (
-        socket.create_connection((host, port), timeout=10) as plain,
-        context.wrap_socket(plain, server_hostname=host) as sock,
-    ):
-        yield sock
 
 
 def raw_request(server: ServerProcess, data: bytes) -> bytes:

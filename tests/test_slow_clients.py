@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 
-from .support import ServerProcess, basic
+from .support import ServerProcess, basic, tls_socket
 
 Start = Callable[..., ServerProcess]
-
-
-@contextmanager
-def connection(server: ServerProcess) -> Iterator[ssl.SSLSocket]:
-    host, port = server.address
-    context = ssl.create_default_context(cafile=server.ca_path)
-    with (
-        socket.create_connection((host, port), timeout=10) as plain,
-        context.wrap_socket(plain, server_hostname=host) as sock,
-    ):
-        yield sock
 
 
 def closed_by_server(sock: ssl.SSLSocket, trickle: bytes, deadline: float) -> bytes:
@@ -48,7 +35,7 @@ def server(real_server: Start) -> ServerProcess:
 
 
 def test_trickled_head_is_cut_off_and_blocks_nobody(server: ServerProcess) -> None:
-    with connection(server) as slow, server.client() as other:
+    with tls_socket(server) as slow, server.client() as other:
         started = time.monotonic()
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         assert other.get("/healthz").status_code == 200  # served while the slow one trickles
@@ -57,7 +44,7 @@ def test_trickled_head_is_cut_off_and_blocks_nobody(server: ServerProcess) -> No
 
 
 def test_silent_connection_is_closed(server: ServerProcess) -> None:
-    with connection(server) as silent:
+    with tls_socket(server) as silent:
         started = time.monotonic()
         assert closed_by_server(silent, b"", deadline=started + 5) == b""
         assert time.monotonic() - started < 3
@@ -65,7 +52,7 @@ def test_silent_connection_is_closed(server: ServerProcess) -> None:
 
 def test_trickled_body_gets_408(server: ServerProcess) -> None:
     auth = basic("slow")["Authorization"].encode()
-    with connection(server) as slow, server.client() as other:
+    with tls_socket(server) as slow, server.client() as other:
         started = time.monotonic()
         slow.sendall(b"POST /inbox?to=x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n")
         slow.sendall(b"Authorization: " + auth + b"\r\n\r\n" + b"a" * 10)
