@@ -531,11 +531,15 @@ async def waiting_readers(server: Server, count: int, senders: int, source: str)
 
     arrivals: dict[int, float] = {}
     statuses: dict[int, int] = {}
+    odd: list[dict[str, Any]] = []  # non-200 answers: which reader, what, when (s after the readers parked)
+    phase_start = time.monotonic()
 
     def arrived(i: int, future: asyncio.Future[Any]) -> None:
         now = time.monotonic()
         response = future.result()
         statuses[i] = response.status
+        if response.status != 200:
+            odd.append({"reader": i, "status": response.status, "at_s": now - phase_start})
         if response.status == 200:
             index, sent = response.body.split()
             if int(index) != i or response.headers.get(b"x-from", b"").decode() != f"sender{i % senders}":
@@ -572,6 +576,10 @@ async def waiting_readers(server: Server, count: int, senders: int, source: str)
         "kib_per_reader": (rss_waiting - rss_before) / count,
         "delivered": delivered,
         "non_200": sum(1 for status in statuses.values() if status != 200),
+        "statuses": {str(status): list(statuses.values()).count(status) for status in set(statuses.values())},
+        "unanswered": count - len(statuses),
+        "non_200_answers": odd[:20],
+        "delivery_started_at_s": started - phase_start,
         "queued_after": after.get("inbox_queued_messages", -1),
         "waiting_after": after.get("inbox_waiting_readers", -1),
         "exactly_once": delivered == count and after.get("inbox_queued_messages") == 0,
@@ -590,7 +598,9 @@ def scenario_readers(args: argparse.Namespace) -> None:
     for number, count in enumerate(counts):
         server = inbox_server("-metrics", "-long-polling-timeout", "300", "-max-inboxes", str(count + 1000))
         try:
-            # Warm the server up (imports, caches) before the baseline RSS.
+            # Warm the server up (imports, caches) before the baseline RSS: 200 messages to self,
+            # then 200 GETs that take them (a GET on an empty inbox would wait).
+            run_setup(server, [build("POST", f"/inbox?to=warm{i}", f"warm{i}", BODY) for i in range(200)])
             run_setup(server, [build("GET", "/inbox", f"warm{i}") for i in range(200)])
             row = run_loop(waiting_readers(server, count, args.senders, f"127.0.0.{10 + number}"))
         finally:
