@@ -12,8 +12,8 @@ from starlette.types import Receive, Scope, Send
 
 from .auth import parse_authorization
 from .errors import BodyTooLarge, InboxError, MissingRecipient, RequestTimeout
-from .mailbox import Mailbox, Message, never_gone
-from .protocol import CONNECTION_GONE
+from .mailbox import Disconnected, Mailbox, Message, never_gone
+from .protocol import CONNECTION_CLOSED, CONNECTION_GONE
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
 
@@ -53,16 +53,15 @@ class InboxEndpoint:
     async def get(self, scope: Scope, receive: Receive, send: Send) -> None:
         parse_query(scope["query_string"])
         credentials = parse_authorization(_header(scope, b"authorization"))
-
-        async def disconnected() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
+        extensions = scope.get("extensions") or {}
+        # inbox-asgi's own protocol tells when the connection closes at the cost of one
+        # future; other servers only through `receive`.
+        disconnected = extensions.get(CONNECTION_CLOSED) or _receive_disconnect(receive)
         message = await self.mailbox.receive(
             credentials,
             wait=self.long_poll_wait,
             disconnected=disconnected,
-            gone=scope.get("extensions", {}).get(CONNECTION_GONE, never_gone),
+            gone=extensions.get(CONNECTION_GONE, never_gone),
         )
         if message is None:
             await send_response(send, 204, [NO_STORE])
@@ -120,6 +119,14 @@ class InboxEndpoint:
         except TimeoutError:
             raise RequestTimeout from None
         return b"".join(chunks)
+
+
+def _receive_disconnect(receive: Receive) -> Disconnected:
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return disconnected
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

@@ -18,10 +18,34 @@ _TOO_LARGE = b"request head too large\n"
 #: message back to the queue rather than write it into a dead connection (uvicorn
 #: drops such writes silently).
 CONNECTION_GONE = "inbox_asgi.connection_gone"
+#: scope["extensions"] key: a callable returning a future that completes when the client's
+#: connection closes. A long poll waits on it instead of on `receive`, which would hold an
+#: asyncio.Event waiter (a future and a deque, ~1.5 KiB) and two more coroutine frames.
+CONNECTION_CLOSED = "inbox_asgi.connection_closed"
 
 
 class HeadTooLarge(Exception):
     pass
+
+
+class _ConnectionState:
+    """What the limits track per connection, in one slotted object.
+
+    Kept off the protocol's instance dict on purpose: uvicorn's protocol already
+    has 28 attributes, and CPython shares attribute keys between instances only
+    up to 30; past that every connection's dict grows by ~1.5 KiB.
+    """
+
+    __slots__ = ("closed", "extensions", "head_size", "head_too_large", "in_head", "lost", "timer")
+
+    def __init__(self, extensions: dict[str, Any]) -> None:
+        self.extensions = extensions
+        self.head_size = 0
+        self.in_head = False
+        self.head_too_large = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.lost = False
+        self.closed: asyncio.Future[None] | None = None
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -37,53 +61,49 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_size = 0
-        self._in_head = False
-        self._head_too_large = False
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._lost = False
-        self._extensions: Any = {CONNECTION_GONE: self._connection_gone}
+        self._state = _ConnectionState(
+            {CONNECTION_GONE: self._connection_gone, CONNECTION_CLOSED: self._closed}
+        )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()  # the first head must come in time too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
+        state = self._state
+        state.lost = True
         self._disarm_head_timer()
+        if state.closed is not None and not state.closed.done():
+            state.closed.set_result(None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._in_head and self._head_timer is None:
+        if self._state.in_head and self._state.timer is None:
             self._arm_head_timer()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.scope["extensions"] = self._extensions
-        self._head_size = 0
-        self._in_head = True
+        self.scope["extensions"] = self._state.extensions
+        self._state.head_size = 0
+        self._state.in_head = True
 
     def on_url(self, url: bytes) -> None:
-        self._head_size += len(url)
-        if self._head_size > self.max_head_size:
-            self._too_large()
+        self._count(len(url))
         HttpToolsProtocol.on_url(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.max_head_size:
-            self._too_large()
+        self._count(len(name) + len(value) + 4)
         HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._head_timer is not None:
+        self._state.in_head = False
+        if self._state.timer is not None:
             self._disarm_head_timer()
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
-        if not self._head_too_large:
+        if not self._state.head_too_large:
             super().send_400_response(msg)
             return
         self.transport.write(
@@ -94,23 +114,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _connection_gone(self) -> bool:
-        return self._lost or self.transport.is_closing()
+        return self._state.lost or self.transport.is_closing()
 
-    def _too_large(self) -> None:
-        self._head_too_large = True
-        raise HeadTooLarge  # httptools turns this into HttpParserCallbackError
+    def _closed(self) -> asyncio.Future[None]:
+        """A future that completes when the connection closes (one request waits at a time)."""
+        future = self.loop.create_future()
+        if self._state.lost:
+            future.set_result(None)
+        else:
+            self._state.closed = future
+        return future
+
+    def _count(self, size: int) -> None:
+        state = self._state
+        state.head_size += size
+        if state.head_size > self.max_head_size:
+            state.head_too_large = True
+            raise HeadTooLarge  # httptools turns this into HttpParserCallbackError
 
     def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+        if self._state.timer is None:
+            self._state.timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if self._state.timer is not None:
+            self._state.timer.cancel()
+            self._state.timer = None
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._state.timer = None
         if not self.transport.is_closing():
             self.transport.close()
 
