@@ -83,7 +83,6 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
         mailbox,
         long_poll_wait=settings.long_poll_wait,
         max_body_size=settings.max_body_size,
-        body_timeout=settings.body_timeout,
     )
     if settings.rate_limit:
         buckets = TokenBuckets(settings.rate_limit, settings.rate_burst)

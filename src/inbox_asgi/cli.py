@@ -106,7 +106,7 @@ def run(settings: Settings) -> None:
         # Forward-secret AEAD suites only for TLS 1.2 (1.3 has its own); Python
         # already refuses anything older than TLS 1.2.
         ssl_ciphers=TLS12_CIPHERS,
-        http=limited_protocol(settings.max_header_size, settings.header_timeout),
+        http=limited_protocol(settings.max_header_size, settings.header_timeout, settings.body_timeout),
         # The client address is decided by -trust-proxy in the app, not by uvicorn.
         proxy_headers=False,
         log_level=settings.log_level,

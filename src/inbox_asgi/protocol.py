@@ -12,6 +12,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _TOO_LARGE = b"request head too large\n"
+_TOO_SLOW = b"request body not received in time\n"
 
 #: scope["extensions"] key: a callable that says whether the client's connection is gone.
 #: ASGI has no way to ask without awaiting `receive`; the endpoint needs it to hand a
@@ -36,12 +37,13 @@ class _ConnectionState:
     up to 30; past that every connection's dict grows by ~1.5 KiB.
     """
 
-    __slots__ = ("closed", "extensions", "head_size", "head_too_large", "in_head", "lost", "timer")
+    __slots__ = ("closed", "extensions", "head_size", "head_too_large", "in_body", "in_head", "lost", "timer")
 
     def __init__(self, extensions: dict[str, Any]) -> None:
         self.extensions = extensions
         self.head_size = 0
         self.in_head = False
+        self.in_body = False
         self.head_too_large = False
         self.timer: asyncio.TimerHandle | None = None
         self.lost = False
@@ -49,15 +51,20 @@ class _ConnectionState:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """Counts head bytes as httptools reports them, and times heads that arrive in pieces.
+    """Counts head bytes as httptools reports them, and times heads and bodies that trickle in.
 
-    Both run for every request, so they stay cheap: a head that arrives whole in
-    one read (nearly all of them) never arms a timer; only one still incomplete
-    after a read does, and it is disarmed when the head completes.
+    Both run for every request, so they stay cheap: a request that arrives whole
+    in one read (nearly all of them) never arms a timer; only a head or body
+    still incomplete after a read does, and it is disarmed when that part
+    completes. A head past `head_timeout` closes the connection; a body past
+    `body_timeout` gets 408 (unless a response has started) and a close. These
+    limits live here, below ASGI, so they cost an app nothing: servers other
+    than `inbox-asgi` (e.g. `uvicorn inbox_asgi:app`) run without them.
     """
 
     max_head_size = 1048576
     head_timeout = 10.0
+    body_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -72,15 +79,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         state = self._state
         state.lost = True
-        self._disarm_head_timer()
+        self._disarm_timer()
         if state.closed is not None and not state.closed.done():
             state.closed.set_result(None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._state.in_head and self._state.timer is None:
-            self._arm_head_timer()
+        state = self._state
+        if state.timer is None:
+            if state.in_head:
+                self._arm_head_timer()
+            elif state.in_body:
+                state.timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -97,10 +108,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
-        self._state.in_head = False
-        if self._state.timer is not None:
-            self._disarm_head_timer()
+        state = self._state
+        state.in_head = False
+        state.in_body = True  # until on_message_complete, in this read or a later one
+        if state.timer is not None:
+            self._disarm_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        state = self._state
+        state.in_body = False
+        if state.timer is not None:
+            self._disarm_timer()
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
         if not self._state.head_too_large:
@@ -136,7 +156,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._state.timer is None:
             self._state.timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
 
-    def _disarm_head_timer(self) -> None:
+    def _disarm_timer(self) -> None:
         if self._state.timer is not None:
             self._state.timer.cancel()
             self._state.timer = None
@@ -146,24 +166,42 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             self.transport.close()
 
+    def _body_timed_out(self) -> None:
+        self._state.timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
+            )
+        self.transport.close()  # the app's receive() now says http.disconnect
+
 
 _CONFIGURED: dict[str, type[LimitedHttpToolsProtocol]] = {}
 _PREFIX = "LimitedHttpToolsProtocol_"
 
 
-def limited_protocol(max_head_size: int, head_timeout: float) -> type[LimitedHttpToolsProtocol]:
+def limited_protocol(
+    max_head_size: int, head_timeout: float, body_timeout: float = 10.0
+) -> type[LimitedHttpToolsProtocol]:
     """A protocol class carrying the configured limits (uvicorn instantiates it itself).
 
     The class is named after its limits and importable by that name (see
     `__getattr__`), because `--workers N` pickles uvicorn's config, classes
     included, into the spawned worker processes.
     """
-    name = f"{_PREFIX}{max_head_size}_{round(head_timeout * 1000)}"
+    name = f"{_PREFIX}{max_head_size}_{round(head_timeout * 1000)}_{round(body_timeout * 1000)}"
     if name not in _CONFIGURED:
         _CONFIGURED[name] = type(
             name,
             (LimitedHttpToolsProtocol,),
-            {"max_head_size": max_head_size, "head_timeout": head_timeout, "__module__": __name__},
+            {
+                "max_head_size": max_head_size,
+                "head_timeout": head_timeout,
+                "body_timeout": body_timeout,
+                "__module__": __name__,
+            },
         )
     return _CONFIGURED[name]
 
@@ -171,7 +209,8 @@ def limited_protocol(max_head_size: int, head_timeout: float) -> type[LimitedHtt
 def __getattr__(name: str) -> type[LimitedHttpToolsProtocol]:
     """Rebuild a configured class from its name, when a worker process unpickles it."""
     if name.startswith(_PREFIX):
-        size, _, timeout_ms = name[len(_PREFIX) :].partition("_")
-        if size.isdigit() and timeout_ms.isdigit():
-            return limited_protocol(int(size), int(timeout_ms) / 1000)
+        numbers = name[len(_PREFIX) :].split("_")
+        if len(numbers) == 3 and all(number.isdigit() for number in numbers):
+            size, head_ms, body_ms = map(int, numbers)
+            return limited_protocol(size, head_ms / 1000, body_ms / 1000)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
