@@ -379,7 +379,7 @@ async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
     async def peer(me: str, other: str, starts: bool) -> None:
         reader, writer = await Connection.open(port), await Connection.open(port)
         poll = build("GET", "/inbox", me)
-        await reader.request(poll)  # creates my inbox
+        pending = reader.send(poll)  # creates my inbox, then waits for a message
         await ready.wait()
 
         async def post(text: bytes) -> None:
@@ -389,16 +389,18 @@ async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
 
         if starts:
             await post(b"%f" % time.monotonic())
-        while time.monotonic() < stop_at:
-            response = await reader.request(poll)
+        while True:
+            response = await pending
+            if time.monotonic() >= stop_at:
+                break
+            pending = reader.send(poll)  # poll again at once, as a signaling client does
             if response.status == 204:
                 continue
             if response.status != 200:
                 raise RuntimeError(f"GET got {response.status}")
             if starts:
                 round_trips.append(time.monotonic() - float(response.body))
-                if time.monotonic() < stop_at:
-                    await post(b"%f" % time.monotonic())
+                await post(b"%f" % time.monotonic())
             else:
                 await post(response.body)
         reader.close(reset=True)
@@ -413,9 +415,9 @@ async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
     started = time.monotonic()
     stop_at = started + seconds
     ready.set()
-    # A peer that is not the starter ends at the first long poll after stop_at: the last
-    # message it answers wakes it; the starters stop sending, so cut the rest short.
-    done, pending = await asyncio.wait(tasks, timeout=seconds + 5)
+    # Every peer stops at its first answer after stop_at; one whose partner stopped first
+    # waits out its long poll, so cut those short.
+    done, pending = await asyncio.wait(tasks, timeout=seconds + 2)
     for task in pending:
         task.cancel()
     for task in done:
@@ -674,6 +676,8 @@ async def expiry_probe(server: Server, inboxes: int, inbox_timeout: float, inter
     after = await metrics(port)
     latencies = sorted(latency for _, latency in samples)
     worst_at, worst = max(samples, key=lambda sample: sample[1])
+    # The pass starts at `interval` s after start-up (ready, give or take the 0.1 s poll).
+    in_pass = [latency for at, latency in samples if interval - 0.5 <= at <= interval + 3]
     return {
         "inboxes": inboxes,
         "created_within_s": created,
@@ -684,6 +688,8 @@ async def expiry_probe(server: Server, inboxes: int, inbox_timeout: float, inter
         "probe_p50_ms": percentile(latencies, 50) * 1000,
         "probe_p99_ms": percentile(latencies, 99) * 1000,
         "longest_stall_ms": worst * 1000,
+        "longest_stall_in_pass_ms": max(in_pass, default=0.0) * 1000,
+        "probes_in_pass": len(in_pass),
         "longest_stall_at_s": worst_at,
         "expiry_pass_at_s": interval,
     }
@@ -702,16 +708,18 @@ def scenario_expiry(args: argparse.Namespace) -> None:
         server.stop()
     markdown = (
         "| inboxes expiring | inboxes before → after the pass | probes | probe p50 ms | probe p99 ms"
-        " | longest stall ms |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n"
+        " | slowest probe around the pass ms | slowest probe overall ms |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
         f"| {row['inboxes']} | {row['inboxes_before']:.0f} → {row['inboxes_after']:.0f} | {row['probes']}"
-        f" | {row['probe_p50_ms']:.2f} | {row['probe_p99_ms']:.2f} | {row['longest_stall_ms']:.1f}"
-        f" (at {row['longest_stall_at_s']:.1f} s; the pass runs at {interval:g} s) |\n\n"
+        f" | {row['probe_p50_ms']:.2f} | {row['probe_p99_ms']:.2f} | {row['longest_stall_in_pass_ms']:.1f}"
+        f" | {row['longest_stall_ms']:.1f} (at {row['longest_stall_at_s']:.1f} s) |\n\n"
         f"Inboxes created in the first {row['created_within_s']:.1f} s, with -inbox-timeout {timeout:g} and"
         f" -cleanup-interval {interval:g}, so the pass at {interval:g} s finds every one expired."
         " The probe is one connection sending GET /healthz back to back from the end of creation to 3 s"
         " after the pass: any event-loop stall holds up the probe in flight, so the slowest probe bounds"
         " the longest stall from above.\n"
-        + check("no stall over 20 ms", row["longest_stall_ms"] <= 20)
+        + f"Around the pass = from {interval - 0.5:g} s to {interval + 3:g} s after start-up.\n"
+        + check("no stall over 20 ms during the expiry pass", row["longest_stall_in_pass_ms"] <= 20)
         + ("" if row["valid"] else "\n- **creation took too long: the inboxes did not expire at once**")
     )
     save("expiry", {"row": row}, markdown)
