@@ -29,6 +29,7 @@ from inbox_asgi.redis_mailbox import (
     CLAIM,
     ENTER,
     MAX_CONNECTIONS,
+    SETTLE,
     RedisMailbox,
     check_connection,
     connect,
@@ -328,9 +329,10 @@ async def test_a_superseded_reader_cannot_claim(redis_server: RedisServer) -> No
         await a.open(me("r"))
         keys = inbox_keys("r")
         digest = PasswordDigest.of("pw", a._salts["r"]).to_bytes()
-        enter = [(ENTER, keys, (digest, b"", a.ttl_ms, b"nowhere|1", 0))]
+        enter = [(ENTER, keys, (digest, b"", a.ttl_ms, b"wait", 0, b"nowhere|1"))]
         assert (await a._run(enter))[0][0] == b"waiting"
-        assert (await a._run([(ENTER, keys, (digest, b"", a.ttl_ms, b"nowhere|2", 0))]))[0][0] == b"waiting"
+        newer = [(ENTER, keys, (digest, b"", a.ttl_ms, b"wait", 0, b"nowhere|2"))]
+        assert (await a._run(newer))[0][0] == b"waiting"
         await a.send("s", "r", Message("s", b"for reader 2"))
         assert (await a._run([(CLAIM, keys, (b"nowhere|1", a.ttl_ms))]))[0][0] == b"superseded"
         claimed = (await a._run([(CLAIM, keys, (b"nowhere|2", a.ttl_ms))]))[0]
@@ -342,12 +344,96 @@ async def test_reader_of_a_dead_process_loses_no_message(redis_server: RedisServ
         await a.open(me("r"))
         digest = PasswordDigest.of("pw", a._salts["r"]).to_bytes()
         # A reader registered by a process that then died: its token stays, nobody hears it.
-        enter = (ENTER, inbox_keys("r"), (digest, b"", a.ttl_ms, b"dead-process|1", 0))
+        enter = (ENTER, inbox_keys("r"), (digest, b"", a.ttl_ms, b"wait", 0, b"dead-process|1"))
         assert (await a._run([enter]))[0][0] == b"waiting"
         await a.send("s", "r", Message("s", b"one"))
         await a.send("s", "r", Message("s", b"two"))
         bodies = [await b.receive(me("r"), wait=0, disconnected=never) for _ in range(3)]
         assert [m.body if m else None for m in bodies] == [b"one", b"two", None]
+
+
+async def test_a_message_taken_for_a_client_that_left_meanwhile_goes_back_first(
+    redis_server: RedisServer,
+) -> None:
+    """The client leaves while ENTER runs: Redis took the message, the server then sees it gone.
+
+    Answering would write into a closed connection (uvicorn drops that silently):
+    the message must go back, in front of the ones behind it.
+    """
+    async with mailboxes(redis_server) as (a, b):
+        await a.open(me("r"))
+        for body in (b"one", b"two"):
+            await b.send("s", "r", Message("s", body))
+        for wait in (0, 5):
+            assert await a.receive(me("r"), wait=wait, disconnected=never, gone=lambda: True) is None
+        bodies = [await b.receive(me("r"), wait=0, disconnected=never) for _ in range(3)]
+        assert [m.body if m else None for m in bodies] == [b"one", b"two", None]
+
+
+async def test_a_message_claimed_for_a_client_that_left_meanwhile_goes_back(
+    redis_server: RedisServer,
+) -> None:
+    """Woken, the reader's client is still there; it leaves while CLAIM runs."""
+    checks = iter([False])  # the check before CLAIM says "there"; every later one says "gone"
+
+    def gone() -> bool:
+        return next(checks, True)
+
+    async with mailboxes(redis_server) as (a, b), anyio.create_task_group() as tasks:
+        result: list[Message | None] = []
+
+        async def read() -> None:
+            result.append(await a.receive(me("r"), wait=5, disconnected=never, gone=gone))
+
+        before = await waiting(a)
+        tasks.start_soon(read)
+        await until(lambda: _more_waiting(a, before))
+        await b.send("s", "r", Message("s", b"one"))
+        await until(lambda: result)
+        assert result == [None]
+        got = await b.receive(me("r"), wait=0, disconnected=never)
+        assert got is not None and got.body == b"one"
+
+
+@pytest.mark.parametrize("wait", [5, 0], ids=["long poll", "no long poll"])
+async def test_a_newer_get_waits_behind_a_held_message(redis_server: RedisServer, wait: float) -> None:
+    """Order: while a taken message may still come back, no later one is handed out."""
+    async with mailboxes(redis_server) as (a, b), anyio.create_task_group() as tasks:
+        await a.open(me("r"))
+        for body in (b"one", b"two"):
+            await a.send("s", "r", Message("s", body))
+        keys = inbox_keys("r")
+        digest = PasswordDigest.of("pw", a._salts["r"]).to_bytes()
+        # An earlier GET took "one"; its process has not yet seen whether its client is there.
+        taken = (await a._run([(ENTER, keys, (digest, b"", a.ttl_ms, b"read", 0, b"slow|1"))]))[0]
+        assert taken[0] == b"message" and decode_message(taken[2]).body == b"one"
+        reader = await start_reader(tasks, b, "r", wait)  # a newer GET: it waits for the outcome
+        await anyio.sleep(0.1)
+        assert not reader.done.is_set()
+        # The earlier GET's client had left: "one" goes back, and the newer GET gets it.
+        assert (await a._run([(SETTLE, keys, (b"slow|1", b"back"))]))[0] == 1
+        with anyio.fail_after(2):
+            await reader.done.wait()
+        assert reader.result is not None and reader.result.body == b"one"
+        got = await a.receive(me("r"), wait=0, disconnected=never)
+        assert got is not None and got.body == b"two"
+        assert await a.receive(me("r"), wait=0, disconnected=never) is None
+
+
+async def test_a_hold_nobody_settles_lapses_and_the_message_comes_again(redis_server: RedisServer) -> None:
+    async with mailboxes(redis_server) as (a, b):
+        await a.open(me("r"))
+        await a.send("s", "r", Message("s", b"one"))
+        keys = inbox_keys("r")
+        digest = PasswordDigest.of("pw", a._salts["r"]).to_bytes()
+        # Taken for a GET whose process then died: nobody settles the hold.
+        taken = (await a._run([(ENTER, keys, (digest, b"", a.ttl_ms, b"read", 0, b"dead-process|1"))]))[0]
+        assert taken[0] == b"message"
+        assert await b.receive(me("r"), wait=0.2, disconnected=never) is None  # held: not handed out
+        with redis_server.client() as client:
+            client.hset(keys[0], "hdl", "0")  # as if HOLD_MS had passed
+        got = await b.receive(me("r"), wait=0, disconnected=never)
+        assert got is not None and got.body == b"one"
 
 
 async def test_requeue_goes_to_the_front_and_wakes_a_reader(redis_server: RedisServer) -> None:

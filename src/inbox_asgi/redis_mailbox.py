@@ -12,6 +12,12 @@ Same rules as the in-memory backend, across processes:
   it waits; one subscription per process dispatches them to local waiters;
 - a woken reader takes a message with CLAIM, which checks it is still the
   inbox's reader: nothing is popped for a reader that is gone or superseded;
+- a message taken (by ENTER or CLAIM) stays held for its GET until this
+  process, back from Redis, has checked that the client is still connected:
+  if it left while Redis answered, SETTLE puts the message back at the front;
+  otherwise it is handed to the endpoint and the hold is settled in the
+  background. No other GET takes a message while one is held, so a message
+  put back is still the oldest (see `redis_scripts`);
 - `max-inboxes` counts the entries of a global index (a sorted set scored by
   expiry time, pruned as entries expire — never a scan);
 - Redis errors become `BackendUnavailable` (503) within the socket timeout;
@@ -68,6 +74,9 @@ SALT_CACHE_SIZE = 65536
 #: Waiting readers refreshed per pipeline.
 REFRESH_BATCH = 500
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
+#: Longest a GET without long polling waits behind a message held for an earlier
+#: GET (settled within milliseconds unless that GET's process died).
+HELD_WAIT = 1.0
 
 # What a woken reader has to do, in increasing priority.
 _NOTHING, _CHECK, _SUPERSEDED, _CLOSED = range(4)
@@ -90,10 +99,11 @@ CLAIM = Script.of(redis_scripts.CLAIM)
 LEAVE = Script.of(redis_scripts.LEAVE)
 REFRESH = Script.of(redis_scripts.REFRESH)
 REQUEUE = Script.of(redis_scripts.REQUEUE)
+SETTLE = Script.of(redis_scripts.SETTLE)
 RESERVE = Script.of(redis_scripts.RESERVE)
 TOUCH = Script.of(redis_scripts.TOUCH)
 COUNT = Script.of(redis_scripts.COUNT)
-SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, RESERVE, TOUCH, COUNT)
+SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, SETTLE, RESERVE, TOUCH, COUNT)
 
 #: (script, keys, arguments)
 Call = tuple[Script, Sequence[bytes], Sequence[bytes | int]]
@@ -202,6 +212,10 @@ class RedisMailbox:
         self._subscribed = False
         self._inboxes = 0
         self._last_outage_log = -1e9
+        # Holds of delivered messages, settled in the background (see _settle_loop).
+        self._to_settle: list[Call] = []
+        self._settle_due = anyio.Event()
+        self._settling = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisMailbox:
@@ -226,7 +240,7 @@ class RedisMailbox:
     # -- the Mailbox interface -------------------------------------------------
 
     async def open(self, credentials: Credentials) -> None:
-        await self._enter(credentials, b"open")
+        await self._enter(credentials, b"open", b"")
 
     async def send(self, sender: str, recipient: str, message: Message) -> None:
         keys = inbox_keys(recipient, self.prefix)
@@ -245,19 +259,20 @@ class RedisMailbox:
         disconnected: Disconnected,
         gone: Gone = never_gone,
     ) -> Message | None:
-        if wait <= 0 or self._closed:
-            return _message(await self._enter(credentials, b""))
         name = credentials.username
+        long_poll = wait > 0 and not self._closed
         waiter = Waiter(self.channel + b"|%d" % next(self._tokens), name, inbox_keys(name, self.prefix))
         # Registered before the script runs, so no wake-up can arrive unheard.
         self._waiters[waiter.token] = waiter
         try:
-            reply = await self._enter(credentials, waiter.token)
+            reply = await self._enter(credentials, b"wait" if long_poll else b"read", waiter.token)
             if reply[0] != b"waiting":
-                return _message(reply)
+                return await self._hand_over(waiter.keys, waiter.token, reply, gone)
             waiter.active = True
             waiter.refreshed = anyio.current_time()
             self._active += 1
+            # Without long polling a GET waits only for a message held for an earlier GET.
+            wait = wait if long_poll else HELD_WAIT
             return await self._wait(waiter, wait, disconnected, client_gone=gone)
         finally:
             del self._waiters[waiter.token]
@@ -276,6 +291,7 @@ class RedisMailbox:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self._listen)
             tasks.start_soon(self._refresh_loop)
+            tasks.start_soon(self._settle_loop)
 
     def shutdown(self) -> None:
         self._closed = True
@@ -294,12 +310,13 @@ class RedisMailbox:
 
     async def aclose(self) -> None:
         self.shutdown()
+        await self._flush_settles()  # deliveries of the last requests: not settled, they would come again
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
 
     # -- reading -----------------------------------------------------------------
 
-    async def _enter(self, credentials: Credentials, mode: bytes) -> list[Any]:
+    async def _enter(self, credentials: Credentials, mode: bytes, token: bytes) -> list[Any]:
         """Run ENTER: check or create the inbox, then (mode) read or register a reader."""
         name, password = credentials.username, credentials.password
         keys = inbox_keys(name, self.prefix)
@@ -307,7 +324,8 @@ class RedisMailbox:
         for _ in range(4):
             salt = self._salts.get(name)
             expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
-            reply = await self._taking(name, (ENTER, keys, (expected, create, self.ttl_ms, mode, score)))
+            call: Call = (ENTER, keys, (expected, create, self.ttl_ms, mode, score, token))
+            reply = await self._taking(name, token, call)
             status = reply[0]
             if status == b"password":
                 stored = PasswordDigest.from_bytes(reply[1])
@@ -340,9 +358,13 @@ class RedisMailbox:
                 reason, waiter.pending = waiter.pending, _NOTHING
                 if reason != _CHECK or self._closed or client_gone():
                     break  # timed out, superseded, shutting down, or the client left
-                reply = await self._taking(waiter.name, (CLAIM, waiter.keys, (waiter.token, self.ttl_ms)))
+                call: Call = (CLAIM, waiter.keys, (waiter.token, self.ttl_ms))
+                reply = await self._taking(waiter.name, waiter.token, call)
                 if reply[0] == b"message":
-                    return decode_message(reply[2])
+                    message = await self._hand_over(waiter.keys, waiter.token, reply, client_gone)
+                    if message is not None:
+                        return message
+                    break
                 if reply[0] == b"superseded":
                     break
         except BackendUnavailable:
@@ -360,10 +382,10 @@ class RedisMailbox:
             score = (await self._run([(LEAVE, waiter.keys, (waiter.token, self.ttl_ms))]))[0]
             await self._record([(waiter.name, score)])
 
-    async def _taking(self, name: str, call: Call) -> list[Any]:
-        """Run a script that may pop a message (reply: status, index score, message).
+    async def _taking(self, name: str, token: bytes, call: Call) -> list[Any]:
+        """Run a script that may take a message for `token` (reply: status, index score, message).
 
-        Shielded, so a cancellation never drops a popped message: it goes back.
+        Shielded, so a cancellation never drops a taken message: it goes back.
         """
         with anyio.CancelScope(shield=True):
             reply: list[Any] = (await self._run([call]))[0]
@@ -373,9 +395,42 @@ class RedisMailbox:
             try:
                 await anyio.lowlevel.checkpoint_if_cancelled()
             except BaseException:
-                await self.requeue(name, decode_message(reply[2]))
+                await self._settle(call[1], token, b"back")
                 raise
         return reply
+
+    async def _hand_over(
+        self, keys: Sequence[bytes], token: bytes, reply: list[Any], gone: Gone
+    ) -> Message | None:
+        """The message a script took for this GET, if its client is still there to get it.
+
+        The round trip to Redis takes time, and a client can leave meanwhile
+        (uvicorn then drops what is written to it, silently): such a message
+        goes back to the front of the queue — it is still held, so no other GET
+        has taken a later one. Otherwise it is delivered: the endpoint writes
+        it right after this returns, without waiting in between, and the hold
+        is settled in the background.
+        """
+        if reply[0] != b"message":
+            return None
+        if gone():
+            await self._settle(keys, token, b"back")
+            return None
+        message = decode_message(reply[2])
+        if self._settling:
+            self._to_settle.append((SETTLE, keys, (token, b"keep")))
+            self._settle_due.set()
+        else:  # run() is not running (not started, or stopping): settle before answering
+            await self._settle(keys, token, b"keep")
+        return message
+
+    async def _settle(self, keys: Sequence[bytes], token: bytes, outcome: bytes) -> None:
+        """SETTLE one hold now: `keep` (delivered) or `back` (to the front of the queue)."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._run([(SETTLE, keys, (token, outcome))])
+        except BackendUnavailable:
+            logger.error("could not settle a held message: Redis unavailable; it is queued again later")
 
     async def _record(self, scores: Sequence[tuple[str, int]]) -> None:
         """Move index entries to the scores inbox scripts asked for.
@@ -453,6 +508,35 @@ class RedisMailbox:
         if waiter is not None:
             waiter.wake(_SUPERSEDED if data[:1] == b"S" else _CHECK)
 
+    async def _settle_loop(self) -> None:
+        """Settle the holds of delivered messages, many per round trip, after their answers went out."""
+        self._settling = True
+        try:
+            while True:
+                await self._settle_due.wait()
+                self._settle_due = anyio.Event()
+                await self._flush_settles()
+        finally:
+            self._settling = False
+
+    async def _flush_settles(self) -> None:
+        while self._to_settle:
+            batch = self._to_settle[:REFRESH_BATCH]
+            del self._to_settle[:REFRESH_BATCH]
+            try:
+                with anyio.CancelScope(shield=True):
+                    results = await self._run(batch)
+            except BackendUnavailable:
+                logger.error(
+                    "could not settle %d delivered message(s): Redis unavailable; "
+                    "they are queued again (and delivered twice) when their holds lapse",
+                    len(batch),
+                )
+                continue
+            lapsed = results.count(0)
+            if lapsed:
+                logger.warning("%d delivered message(s) had been queued again (held too long)", lapsed)
+
     async def _refresh_loop(self) -> None:
         while True:
             await anyio.sleep(self.refresh_every)
@@ -522,10 +606,6 @@ class RedisMailbox:
         """Close pooled connections so none that died with Redis is used when it is back."""
         with contextlib.suppress(RedisError, OSError):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
-
-
-def _message(reply: list[Any]) -> Message | None:
-    return decode_message(reply[2]) if reply[0] == b"message" else None
 
 
 def redact(url: str) -> str:
