@@ -188,8 +188,9 @@ class MemoryMailbox:
             name, inbox = next(iter(inboxes.items()))
             if inbox.touched > cutoff:
                 break
-            if inbox.reader is not None:
-                # Being read right now counts as a read: it goes to the back.
+            if inbox.reader is not None or inbox.promised:
+                # Being read right now (or a woken reader about to take its message)
+                # counts as a read: it goes to the back.
                 inbox.touched = now
                 inboxes.move_to_end(name)
                 continue
@@ -201,7 +202,12 @@ class MemoryMailbox:
 
     def _lookup(self, name: str, now: float) -> Inbox | None:
         inbox = self._inboxes.get(name)
-        if inbox is not None and inbox.reader is None and inbox.touched <= now - self.inbox_timeout:
+        if (
+            inbox is not None
+            and inbox.reader is None
+            and not inbox.promised
+            and inbox.touched <= now - self.inbox_timeout
+        ):
             # Expired but not yet swept: behave exactly as if the sweep had run.
             del self._inboxes[name]
             self._queued -= len(inbox.queue)
