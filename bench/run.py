@@ -311,19 +311,35 @@ def run_setup(server: Server, requests: list[bytes]) -> None:
         raise RuntimeError(f"set-up requests to {server.name} got {statuses}")
 
 
-def scenario_pairs(args: argparse.Namespace) -> None:
-    stream, create = pairs_requests()
+def compare(
+    start: Callable[[], list[Server]],
+    stream: Sequence[bytes],
+    group: int,
+    connections: Sequence[int],
+    args: argparse.Namespace,
+    setup: list[bytes],
+) -> list[dict[str, Any]]:
+    """Start the servers, replay `stream` against each in turn (after `setup`), stop them."""
     requests_file = write_requests(stream)
-    servers = [inbox_server("-long-polling=false"), reference_server("raw"), reference_server("starlette")]
+    servers: list[Server] = []
     try:
-        runs = alternate(
-            servers, requests_file, 2, args.connections, args.rounds, args.duration,
-            prepare=lambda server: run_setup(server, create),
+        servers = start()
+        return alternate(
+            servers, requests_file, group, connections, args.rounds, args.duration,
+            prepare=lambda server: run_setup(server, setup),
         )  # fmt: skip
     finally:
         for server in servers:
             server.stop()
         os.unlink(requests_file)
+
+
+def scenario_pairs(args: argparse.Namespace) -> None:
+    stream, create = pairs_requests()
+    runs = compare(
+        lambda: [inbox_server("-long-polling=false"), reference_server("raw"), reference_server("starlette")],
+        stream, 2, args.connections, args, create,
+    )  # fmt: skip
     rows = summarise(runs, "inbox-asgi", ["raw-asgi", "starlette"])
     raw = {row["connections"]: row for row in rows if row["server"] == "raw-asgi"}
     notes = []
@@ -348,21 +364,14 @@ def scenario_pairs(args: argparse.Namespace) -> None:
 def scenario_post_only(args: argparse.Namespace) -> None:
     stream = [build("POST", "/inbox?to=sink", f"sender{i}", BODY, JSON) for i in range(3)]
     touch_sink = [build("GET", "/inbox", "sink")]  # keeps the sink from expiring between rounds
-    requests_file = write_requests(stream)
-    servers = [
-        inbox_server("-long-polling=false", "-inbox-capacity", "100000000"),
-        reference_server("raw"),
-        reference_server("starlette"),
-    ]
-    try:
-        runs = alternate(
-            servers, requests_file, 1, args.connections[:1], args.rounds, args.duration,
-            prepare=lambda server: run_setup(server, touch_sink),
-        )  # fmt: skip
-    finally:
-        for server in servers:
-            server.stop()
-        os.unlink(requests_file)
+    runs = compare(
+        lambda: [
+            inbox_server("-long-polling=false", "-inbox-capacity", "100000000"),
+            reference_server("raw"),
+            reference_server("starlette"),
+        ],
+        stream, 1, args.connections[:1], args, touch_sink,
+    )  # fmt: skip
     rows = summarise(runs, "inbox-asgi", ["raw-asgi", "starlette"])
     markdown = table(rows) + f"\n\n{args.rounds} rounds x {args.duration:g} s per server, medians."
     save("post-only", {"rows": rows, "runs": runs}, markdown)
@@ -742,26 +751,22 @@ def scenario_redis(args: argparse.Namespace) -> None:
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     stream, create = pairs_requests()
-    requests_file = write_requests(stream)
-    servers: list[Server] = []
     try:
         time.sleep(0.5)
-        servers = [
-            inbox_server("-long-polling=false"),
-            inbox_server("-long-polling=false", "-redis-url", url, name="redis-1-worker"),
-            inbox_server("-long-polling=false", "-redis-url", url, "-workers", "2", name="redis-2-workers"),
-        ]
-        runs = alternate(
-            servers, requests_file, 2, args.connections[:1], args.rounds, args.duration,
-            prepare=lambda server: run_setup(server, create),
+        runs = compare(
+            lambda: [
+                inbox_server("-long-polling=false"),
+                inbox_server("-long-polling=false", "-redis-url", url, name="redis-1-worker"),
+                inbox_server(
+                    "-long-polling=false", "-redis-url", url, "-workers", "2", name="redis-2-workers"
+                ),
+            ],
+            stream, 2, args.connections[:1], args, create,
         )  # fmt: skip
     finally:
-        for server in servers:
-            server.stop()
         redis.send_signal(signal.SIGTERM)
         redis.wait(10)
         shutil.rmtree(directory, ignore_errors=True)
-        os.unlink(requests_file)
     rows = summarise(runs, "inbox-asgi", ["redis-1-worker", "redis-2-workers"])
     markdown = table(rows).replace("inbox-asgi req/s ÷ this", "in-memory req/s ÷ this").replace(
         "inbox-asgi p99 ÷ this", "in-memory p99 ÷ this"
