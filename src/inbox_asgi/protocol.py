@@ -50,44 +50,6 @@ class _ConnectionState:
         self.closed: asyncio.Future[None] | None = None
 
 
-class _OneWrite:
-    """The transport as one request cycle sees it: a response head waits for the first body write.
-
-    uvicorn writes a response's head and its body with two transport writes,
-    and uvloop turns each into a send() system call right away; a response
-    that carries a message would cost two. Held back until the body's first
-    write (which ASGI guarantees follows), both leave in one. Anything written
-    before the response starts (100 Continue) passes straight through; HEAD
-    responses, which uvicorn ends without a body write, are not held.
-    """
-
-    __slots__ = ("cycle", "head", "transport")
-
-    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
-        self.transport = transport
-        self.cycle = cycle
-        self.head: bytes | None = None  # None: no head seen yet; b"": head already sent
-
-    def write(self, data: bytes) -> None:
-        head = self.head
-        if head is None and self.cycle.response_started:
-            self.head = data
-            return
-        if head:
-            data = head + data
-            self.head = b""
-        self.transport.write(data)
-
-    def is_closing(self) -> bool:
-        return self.transport.is_closing()
-
-    def close(self) -> None:
-        if self.head:
-            self.transport.write(self.head)
-            self.head = b""
-        self.transport.close()
-
-
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """Counts head bytes as httptools reports them, and times heads and bodies that trickle in.
 
@@ -151,12 +113,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         state.in_body = True  # until on_message_complete, in this read or a later one
         if state.timer is not None:
             self._disarm_timer()
-        previous = self.cycle
         super().on_headers_complete()
-        # A new request cycle (not an upgrade), whose response has a body write after the head
-        # (uvicorn writes no body for HEAD).
-        if self.cycle is not previous and self.scope["method"] != "HEAD":
-            self.cycle.transport = _OneWrite(self.transport, self.cycle)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         state = self._state
