@@ -53,7 +53,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str] | None = None) -
     given = {key.replace("_", "-"): value for key, value in arguments.items() if value is not None}
     if not given:
         return base
-    merged = {key: value for key, value in _as_strings(base).items()}
+    merged = _as_strings(base)
     merged.update(given)
     return Settings.from_strings(merged)
 
