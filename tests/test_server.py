@@ -232,3 +232,72 @@ def test_self_signed_mode_serves_https(tmp_path: Path) -> None:
         assert "self-signed" in server.log()
     finally:
         assert server.stop() == 0
+
+
+def split_responses(data: bytes) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """Consecutive HTTP/1.x responses off one connection (Content-Length bodies only)."""
+    responses = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            assert name.lower() not in headers, f"{name!r} sent twice"
+            headers[name.lower()] = value.strip()
+        size = int(headers.get(b"content-length", b"0"))
+        responses.append((int(status_line.split()[1]), headers, data[:size]))
+        data = data[size:]
+    return responses
+
+
+def test_inbox_responses_on_the_wire_pipelined(real_server: Start) -> None:
+    """The endpoint's one-write responses: exact headers, pipelining, Connection: close."""
+    server = real_server("-long-polling=false")
+    reader, sender = basic("r")["Authorization"].encode(), basic("s")["Authorization"].encode()
+    requests = [
+        b"GET /inbox HTTP/1.1\r\nHost: x\r\nAuthorization: " + reader + b"\r\n\r\n",
+        b"POST /inbox?to=r HTTP/1.1\r\nHost: x\r\nAuthorization: " + sender
+        + b"\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
+        b"GET /inbox HTTP/1.1\r\nHost: x\r\nAuthorization: " + reader + b"\r\n\r\n",
+        b"GET /inbox HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + reader + b"\r\n\r\n",
+    ]  # fmt: skip
+    responses = split_responses(raw_request(server, b"".join(requests)))  # returns once the server closes
+    assert [status for status, _, _ in responses] == [204, 200, 200, 204]
+    empty, posted, delivered, last = (headers for _, headers, _ in responses)
+    for headers in (empty, last):
+        assert b"content-length" not in headers and b"transfer-encoding" not in headers  # RFC 9110 §8.6
+        assert headers[b"cache-control"] == b"no-store"
+    assert posted[b"content-length"] == b"0"
+    assert responses[2][2] == b'{"a":1}'
+    assert delivered[b"x-from"] == b"s"
+    assert delivered[b"content-type"] == b"application/json"
+    assert delivered[b"content-length"] == b"7"
+    assert all(b"date" in headers for headers in (empty, posted, delivered, last))  # uvicorn's defaults
+    assert b"connection" not in delivered
+    assert last[b"connection"] == b"close"
+
+
+def test_http_1_0_request_gets_its_answer_and_a_close(real_server: Start) -> None:
+    server = real_server("-long-polling=false")
+    auth = basic("old")["Authorization"].encode()
+    answer = raw_request(server, b"GET /inbox HTTP/1.0\r\nAuthorization: " + auth + b"\r\n\r\n")
+    [(status, headers, _)] = split_responses(answer)
+    assert status == 204
+    assert headers[b"connection"] == b"close"
+
+
+def test_inbox_responses_through_cors_middleware(real_server: Start) -> None:
+    """With middleware wrapping `send`, responses go through ASGI and keep every header."""
+    server = real_server("-cors", "https://app.example", "-long-polling=false")
+    origin = {"Origin": "https://app.example"}
+    with server.client() as client:
+        empty = client.get("/inbox", headers={**basic("r"), **origin})
+        posted = client.post("/inbox?to=r", headers={**basic("s"), **origin}, content=b"hi")
+        delivered = client.get("/inbox", headers={**basic("r"), **origin})
+    assert (empty.status_code, posted.status_code, delivered.status_code) == (204, 200, 200)
+    assert "content-length" not in empty.headers
+    assert delivered.content == b"hi"
+    assert delivered.headers["x-from"] == "s"
+    for response in (empty, posted, delivered):
+        assert response.headers["access-control-allow-origin"] == "https://app.example"

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 from .auth import parse_authorization
 from .errors import BodyTooLarge, InboxError, MissingRecipient
 from .mailbox import Disconnected, Mailbox, Message, never_gone
-from .protocol import CONNECTION_CLOSED, CONNECTION_GONE
+from .protocol import CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
 
@@ -59,14 +59,15 @@ class InboxEndpoint:
             disconnected=disconnected,
             gone=extensions.get(CONNECTION_GONE, never_gone),
         )
+        write = extensions.get(WRITE_RESPONSE)
         if message is None:
-            await send_response(send, 204, [NO_STORE])
+            await send_response(send, 204, [NO_STORE], write=write)
             return
         headers: Headers = [NO_STORE, (b"x-from", message.sender.encode())]
         if message.content_type is not None:
             headers.append((b"content-type", message.content_type))
         try:
-            await send_response(send, 200, headers, message.body)
+            await send_response(send, 200, headers, message.body, write)
         except Exception:
             # The reader vanished while we answered: the message is not lost.
             await self.mailbox.requeue(credentials.username, message)
@@ -93,7 +94,8 @@ class InboxEndpoint:
         body = await self._read_body(receive)
         message = Message(credentials.username, body, content_type)
         await self.mailbox.send(credentials.username, recipient, message)
-        await send_response(send, 200, [])
+        extensions = scope.get("extensions") or {}
+        await send_response(send, 200, [], write=extensions.get(WRITE_RESPONSE))
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The request body, refused once it passes max_body_size.

@@ -7,9 +7,10 @@ head that trickles in; both let one client pin memory or connections.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 _TOO_LARGE = b"request head too large\n"
 _TOO_SLOW = b"request body not received in time\n"
@@ -23,6 +24,11 @@ CONNECTION_GONE = "inbox_asgi.connection_gone"
 #: connection closes. A long poll waits on it instead of on `receive`, which would hold an
 #: asyncio.Event waiter (a future and a deque, ~1.5 KiB) and two more coroutine frames.
 CONNECTION_CLOSED = "inbox_asgi.connection_closed"
+#: scope["extensions"] key: `write(send, status, headers, body) -> bool` writes a whole
+#: response in one go, or returns False when the ASGI `send` must do it (see `_write_response`).
+WRITE_RESPONSE = "inbox_asgi.write_response"
+
+ResponseWriter = Callable[[Any, int, list[tuple[bytes, bytes]], bytes], bool]
 
 
 class HeadTooLarge(Exception):
@@ -69,7 +75,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._state = _ConnectionState(
-            {CONNECTION_GONE: self._connection_gone, CONNECTION_CLOSED: self._closed}
+            {
+                CONNECTION_GONE: self._connection_gone,
+                CONNECTION_CLOSED: self._closed,
+                WRITE_RESPONSE: self._write_response,
+            }
         )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -132,6 +142,50 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
         )
         self.transport.close()
+
+    def _write_response(
+        self, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> bool:
+        """Status line, headers and body in one write, for a response not yet started.
+
+        uvicorn writes the head on `http.response.start` and the body on the next
+        `send`: two writes, two TCP segments, and each header checked against two
+        regular expressions. For the endpoint's own responses, whose headers it built
+        from validated parts, this does the same bookkeeping in one write. It works
+        only on uvicorn's own `send` for this connection, with no access log to write
+        and no backpressure to wait for; otherwise it returns False and the caller
+        sends through ASGI.
+        """
+        cycle = getattr(send, "__self__", None)
+        if (
+            type(cycle) is not RequestResponseCycle
+            or cycle.transport is not self.transport
+            or cycle.response_started
+            or cycle.access_log
+            or cycle.flow.write_paused
+            or cycle.scope["method"] == "HEAD"
+        ):
+            return False
+        if cycle.disconnected:
+            return True  # as uvicorn's send: nothing to write to
+        cycle.response_started = cycle.response_complete = True
+        cycle.waiting_for_100_continue = False
+        content = [STATUS_LINE[status]]
+        for name, value in cycle.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            content += (name, b": ", value, b"\r\n")
+        if status != 204:
+            content.append(b"content-length: %d\r\n" % len(body))
+        if not cycle.keep_alive:
+            content.append(b"connection: close\r\n")
+        content += (b"\r\n", body)
+        self.transport.write(b"".join(content))
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
+        return True
 
     def _connection_gone(self) -> bool:
         return self._state.lost or self.transport.is_closing()

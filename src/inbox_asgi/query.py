@@ -34,11 +34,15 @@ def parse_query(raw: bytes) -> dict[str, str]:
         text = raw.decode()
     except UnicodeDecodeError:
         raise MalformedQuery("query value is not UTF-8") from None
-    if "%" in text and _BAD_ESCAPE.search(text):
+    escaped = "%" in text
+    if escaped and _BAD_ESCAPE.search(text):
         raise MalformedQuery("'%' in the query is not followed by two hex digits")
+    escaped = escaped or "+" in text
     params: dict[str, str] = {}
     for field in text.split("&"):
         if field:
             key, _, value = field.partition("=")
-            params.setdefault(_unescape(key), _unescape(value))
+            if escaped:
+                key, value = _unescape(key), _unescape(value)
+            params.setdefault(key, value)
     return params
