@@ -101,3 +101,34 @@ async def test_with_middleware_wrapping_send_the_response_goes_through_asgi() ->
     writes = await exchange(protocol, transport, raw)
     assert len(writes) == 2  # head, then the (empty) body: uvicorn's own path
     assert b"access-control-allow-origin: https://app.example\r\n" in writes[0]
+
+
+async def test_body_already_in_is_taken_without_receive_and_still_limited() -> None:
+    protocol, transport = connect(max_body_size=10)
+    await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    chunked = request("POST", "/inbox?to=r", "s").replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+    refused = await exchange(protocol, transport, chunked + b"b\r\n" + b"x" * 11 + b"\r\n0\r\n\r\n")
+    assert refused[0].startswith(b"HTTP/1.1 413 ")
+    [accepted] = await exchange(protocol, transport, chunked + b"a\r\n" + b"y" * 10 + b"\r\n0\r\n\r\n")
+    assert accepted.startswith(b"HTTP/1.1 200 ")
+    [delivered] = await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    assert delivered.endswith(b"\r\n\r\n" + b"y" * 10)
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_read() -> None:
+    protocol, transport = connect()
+    await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    head = request("POST", "/inbox?to=r", "s", b"12345")[:-5].replace(
+        b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"
+    )
+    before = len(transport.writes)
+    protocol.data_received(head)
+    for _ in range(100):
+        if transport.writes[before:]:
+            break
+        await asyncio.sleep(0)
+    assert transport.writes[before:] == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    [posted] = await exchange(protocol, transport, b"12345")
+    assert posted.startswith(b"HTTP/1.1 200 ")
+    [delivered] = await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    assert delivered.endswith(b"\r\n\r\n12345")

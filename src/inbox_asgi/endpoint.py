@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 from .auth import parse_authorization
 from .errors import BodyTooLarge, InboxError, MissingRecipient
 from .mailbox import Disconnected, Mailbox, Message, never_gone
-from .protocol import CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
+from .protocol import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
 
@@ -91,10 +91,15 @@ class InboxEndpoint:
         declared = content_length or b""
         if declared.isdigit() and int(declared) > self.max_body_size:
             raise BodyTooLarge
-        body = await self._read_body(receive)
+        extensions = scope.get("extensions") or {}
+        complete_body = extensions.get(COMPLETE_BODY)
+        body = complete_body(receive) if complete_body else None
+        if body is None:
+            body = await self._read_body(receive)
+        elif len(body) > self.max_body_size:
+            raise BodyTooLarge
         message = Message(credentials.username, body, content_type)
         await self.mailbox.send(credentials.username, recipient, message)
-        extensions = scope.get("extensions") or {}
         await send_response(send, 200, [], write=extensions.get(WRITE_RESPONSE))
 
     async def _read_body(self, receive: Receive) -> bytes:

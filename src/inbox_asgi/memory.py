@@ -115,8 +115,10 @@ class MemoryMailbox:
         gone: Gone = never_gone,
     ) -> Message | None:
         name = credentials.username
-        inbox = self._open(credentials, self.clock())
-        self._touch(name, inbox)
+        now = self.clock()
+        inbox = self._open(credentials, now)
+        inbox.touched = now  # a read starting counts as a read
+        self._inboxes.move_to_end(name)
         inbox.reads += 1
         this_read = inbox.reads
         if not inbox.queue and wait > 0 and not self._closed:

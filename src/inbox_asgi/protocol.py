@@ -29,6 +29,9 @@ CONNECTION_CLOSED = "inbox_asgi.connection_closed"
 WRITE_RESPONSE = "inbox_asgi.write_response"
 
 ResponseWriter = Callable[[Any, int, list[tuple[bytes, bytes]], bytes], bool]
+#: scope["extensions"] key: `complete_body(receive) -> bytes | None`, the request body when
+#: it has all arrived (a signaling message nearly always has), without an ASGI `receive`.
+COMPLETE_BODY = "inbox_asgi.complete_body"
 
 
 class HeadTooLarge(Exception):
@@ -79,6 +82,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 CONNECTION_GONE: self._connection_gone,
                 CONNECTION_CLOSED: self._closed,
                 WRITE_RESPONSE: self._write_response,
+                COMPLETE_BODY: self._complete_body,
             }
         )
 
@@ -170,9 +174,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return True  # as uvicorn's send: nothing to write to
         cycle.response_started = cycle.response_complete = True
         cycle.waiting_for_100_continue = False
-        content = [STATUS_LINE[status]]
-        for name, value in cycle.default_headers:
-            content += (name, b": ", value, b"\r\n")
+        content = [STATUS_LINE[status], _joined(cycle.default_headers)]
         for name, value in headers:
             content += (name, b": ", value, b"\r\n")
         if status != 204:
@@ -186,6 +188,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
         cycle.on_response()
         return True
+
+    def _complete_body(self, receive: Any) -> bytes | None:
+        """What uvicorn's `receive` returns for a body already all in, minus the await.
+
+        None (read through `receive` instead) unless `receive` is uvicorn's own for
+        this connection and the body is complete, with no `100 Continue` owed.
+        """
+        cycle = getattr(receive, "__self__", None)
+        if (
+            type(cycle) is not RequestResponseCycle
+            or cycle.transport is not self.transport
+            or cycle.more_body
+            or cycle.waiting_for_100_continue
+            or cycle.disconnected
+            or cycle.response_complete
+        ):
+            return None
+        cycle.flow.resume_reading()
+        cycle.message_event.clear()
+        body = bytes(cycle.body)
+        cycle.body = bytearray()
+        return body
 
     def _connection_gone(self) -> bool:
         return self._state.lost or self.transport.is_closing()
@@ -230,6 +254,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
             )
         self.transport.close()  # the app's receive() now says http.disconnect
+
+
+_default_head: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
+
+
+def _joined(default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """uvicorn's default headers (the date) change once a second, as a new list: join each once."""
+    global _default_head
+    seen, joined = _default_head
+    if seen is not default_headers:
+        joined = b"".join(b"%s: %s\r\n" % header for header in default_headers)
+        _default_head = (default_headers, joined)
+    return joined
 
 
 _CONFIGURED: dict[str, type[LimitedHttpToolsProtocol]] = {}
