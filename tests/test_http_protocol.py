@@ -11,7 +11,7 @@ from uvicorn.server import ServerState
 
 from inbox_asgi.app import create_app
 from inbox_asgi.config import Settings
-from inbox_asgi.protocol import limited_protocol
+from inbox_asgi.protocol import _lean, limited_protocol
 
 from .support import basic
 
@@ -132,3 +132,18 @@ async def test_expect_100_continue_is_answered_before_the_body_is_read() -> None
     assert posted.startswith(b"HTTP/1.1 200 ")
     [delivered] = await exchange(protocol, transport, request("GET", "/inbox", "r"))
     assert delivered.endswith(b"\r\n\r\n12345")
+
+
+async def test_lean_events_still_wake_their_waiters() -> None:
+    protocol, transport = connect()
+    await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    events = [protocol.flow._is_writable_event, protocol.cycle.message_event]  # type: ignore[attr-defined]
+    assert [type(event._waiters) for event in events] == [list, list]
+    event = asyncio.Event()
+    _lean(event)
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert len(event._waiters) == 2  # type: ignore[attr-defined]
+    event.set()
+    assert await asyncio.gather(*waiters) == [True, True]
+    assert event._waiters == []  # type: ignore[attr-defined]
