@@ -101,6 +101,9 @@ def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        # One process accepts every waiting connection per loop turn; several share
+        # the socket better with libuv's one each (see eventloop).
+        loop="inbox_asgi.eventloop:new_event_loop" if settings.workers == 1 else "auto",
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
         # Forward-secret AEAD suites only for TLS 1.2 (1.3 has its own); Python
