@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 
 import anyio
 import pytest
@@ -11,6 +13,7 @@ from inbox_asgi.auth import Credentials
 from inbox_asgi.errors import InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
 from inbox_asgi.mailbox import Message
 from inbox_asgi.memory import EXPIRY_BATCH, MemoryMailbox
+from inbox_asgi.passwords import PasswordDigest
 
 pytestmark = pytest.mark.anyio
 
@@ -232,3 +235,31 @@ async def test_no_expiry_between_hand_over_and_the_readers_take() -> None:
         # An expiry pass runs before the woken reader gets to take its message.
         assert box.expire() == 0
     assert [m.body for m in got if m] == [b"answered 200"]
+
+
+async def test_the_digest_runs_once_per_credentials_object_and_keeps_no_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks: list[str] = []
+    matches = PasswordDigest.matches
+
+    def counting(self: PasswordDigest, password: str) -> bool:
+        checks.append(password)
+        return matches(self, password)
+
+    monkeypatch.setattr(PasswordDigest, "matches", counting)
+    box = make(Clock())
+    first = me("alice", "secret")
+    await box.open(first)  # creates: digest made, not checked
+    await box.open(first)
+    await box.open(first)
+    assert checks == []  # the same object (auth's cache hands out one per header): no digest
+    with pytest.raises(WrongPassword):
+        await box.open(me("alice", "guess"))
+    assert checks == ["guess"]
+    alive = weakref.ref(first)
+    del first
+    gc.collect()
+    assert alive() is None  # the inbox holds no reference that keeps a password in clear
+    await box.open(me("alice", "secret"))  # a new object is checked again
+    assert checks == ["guess", "secret"]

@@ -14,7 +14,7 @@ from .errors import BadCredentials
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Credentials:
     username: str
     password: str

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 from .auth import parse_authorization
 from .errors import BodyTooLarge, InboxError, MissingRecipient
 from .mailbox import Disconnected, Mailbox, Message, never_gone
-from .protocol import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
+from .protocol import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE, ResponseWriter
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
 
@@ -59,15 +59,18 @@ class InboxEndpoint:
             disconnected=disconnected,
             gone=extensions.get(CONNECTION_GONE, never_gone),
         )
-        write = extensions.get(WRITE_RESPONSE)
+        # inbox-asgi's protocol writes a whole response at once; elsewhere, ASGI does.
+        write: ResponseWriter = extensions.get(WRITE_RESPONSE, _asgi_only)
         if message is None:
-            await send_response(send, 204, [NO_STORE], write=write)
+            if not write(send, 204, [NO_STORE], b""):
+                await send_response(send, 204, [NO_STORE])
             return
         headers: Headers = [NO_STORE, (b"x-from", message.sender.encode())]
         if message.content_type is not None:
             headers.append((b"content-type", message.content_type))
         try:
-            await send_response(send, 200, headers, message.body, write)
+            if not write(send, 200, headers, message.body):
+                await send_response(send, 200, headers, message.body)
         except Exception:
             # The reader vanished while we answered: the message is not lost.
             await self.mailbox.requeue(credentials.username, message)
@@ -100,7 +103,9 @@ class InboxEndpoint:
             raise BodyTooLarge
         message = Message(credentials.username, body, content_type)
         await self.mailbox.send(credentials.username, recipient, message)
-        await send_response(send, 200, [], write=extensions.get(WRITE_RESPONSE))
+        write: ResponseWriter = extensions.get(WRITE_RESPONSE, _asgi_only)
+        if not write(send, 200, [], b""):
+            await send_response(send, 200, [])
 
     async def _read_body(self, receive: Receive) -> bytes:
         """The request body, refused once it passes max_body_size.
@@ -122,6 +127,11 @@ class InboxEndpoint:
             chunks.append(chunk)
             more = event.get("more_body", False)
         return b"".join(chunks)
+
+
+def _asgi_only(send: Send, status: int, headers: Headers, body: bytes) -> bool:
+    """The response writer of servers without inbox-asgi's protocol: leaves it to `send`."""
+    return False
 
 
 def _receive_disconnect(receive: Receive) -> Disconnected:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -43,8 +44,9 @@ class Inbox:
     def __init__(self, password: PasswordDigest, credentials: Credentials, now: float) -> None:
         self.password = password
         #: The last credentials that matched. auth's cache hands out one object per
-        #: Authorization header, so a client's repeated requests skip the digest.
-        self.verified = credentials
+        #: Authorization header, so a client's repeated requests skip the digest. A
+        #: weak reference: the inbox never keeps a password alive in clear.
+        self.verified = weakref.ref(credentials)
         # A list, not a deque: an empty deque costs ~600 bytes, an empty list 56, and
         # with at most inbox-capacity entries pop(0) is as cheap as popleft.
         self.queue: list[Message] = []
@@ -230,10 +232,10 @@ class MemoryMailbox:
             inbox = Inbox(PasswordDigest.of(credentials.password), credentials, now)
             self._inboxes[credentials.username] = inbox
             self._high_water = max(self._high_water, len(self._inboxes))
-        elif inbox.verified is not credentials:
+        elif inbox.verified() is not credentials:
             if not inbox.password.matches(credentials.password):
                 raise WrongPassword
-            inbox.verified = credentials
+            inbox.verified = weakref.ref(credentials)
         return inbox
 
     def _touch(self, name: str, inbox: Inbox) -> None:

@@ -18,7 +18,6 @@ from .errors import (
     TooManyInboxes,
     WrongPassword,
 )
-from .protocol import ResponseWriter
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -43,15 +42,8 @@ ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
-async def send_response(
-    send: Send, status: int, headers: Headers, body: bytes = b"", write: ResponseWriter | None = None
-) -> None:
-    """Through `write` (inbox-asgi's protocol, one write) when it can, else through ASGI.
-
-    A 204 carries no Content-Length (RFC 9110 §8.6).
-    """
-    if write is not None and write(send, status, headers, body):
-        return
+async def send_response(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
+    """A whole response through ASGI; a 204 carries no Content-Length (RFC 9110 §8.6)."""
     if status != 204:
         headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
