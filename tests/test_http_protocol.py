@@ -9,8 +9,9 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from inbox_asgi.app import create_app
+from inbox_asgi.app import build_mailbox, create_app
 from inbox_asgi.config import Settings
+from inbox_asgi.mailbox import Mailbox
 from inbox_asgi.protocol import _lean, limited_protocol
 
 from .support import basic
@@ -43,8 +44,8 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
-def connect(**settings: Any) -> tuple[asyncio.Protocol, RecordingTransport]:
-    app = create_app(Settings(long_polling=False, **settings))
+def connect(mailbox: Mailbox | None = None, **settings: Any) -> tuple[asyncio.Protocol, RecordingTransport]:
+    app = create_app(Settings(long_polling=False, **settings), mailbox=mailbox)
     config = uvicorn.Config(
         app, http=limited_protocol(65536, 10, 10), log_level="warning", lifespan="off", access_log=False
     )
@@ -147,3 +148,20 @@ async def test_lean_events_still_wake_their_waiters() -> None:
     event.set()
     assert await asyncio.gather(*waiters) == [True, True]
     assert event._waiters == []  # type: ignore[attr-defined]
+
+
+async def test_a_message_is_not_taken_for_a_reader_already_gone(backend: dict[str, Any]) -> None:
+    """The client sent its GET and vanished before the server got to it: the message stays."""
+    mailbox = build_mailbox(Settings(**backend))
+    protocol, transport = connect(mailbox=mailbox)
+    await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    await exchange(protocol, transport, request("POST", "/inbox?to=r", "s", b"keep me"))
+    vanishing, vanishing_transport = connect(mailbox=mailbox)
+    vanishing.data_received(request("GET", "/inbox", "r"))  # its task has not run yet
+    vanishing.connection_lost(None)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert vanishing_transport.writes == []
+    [delivered] = await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    assert delivered.endswith(b"\r\n\r\nkeep me")
+    await mailbox.aclose()

@@ -263,3 +263,11 @@ async def test_the_digest_runs_once_per_credentials_object_and_keeps_no_password
     assert alive() is None  # the inbox holds no reference that keeps a password in clear
     await box.open(me("alice", "secret"))  # a new object is checked again
     assert checks == ["guess", "secret"]
+
+
+async def test_nothing_is_taken_for_a_client_already_gone() -> None:
+    box = make(Clock())
+    await box.open(me("r"))
+    await box.send("s", "r", Message("s", b"keep"))
+    assert await box.receive(me("r"), wait=0, disconnected=never, gone=lambda: True) is None
+    assert await box.receive(me("r"), wait=0, disconnected=never) == Message("s", b"keep")

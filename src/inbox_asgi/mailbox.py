@@ -57,9 +57,9 @@ class Mailbox(Protocol):
         """The oldest message, waiting up to `wait` seconds; None if there is none.
 
         The wait also ends, with None, when `disconnected` returns, when a newer
-        reader opens the same inbox, or when the mailbox shuts down. A woken
-        reader takes its message off the queue only if `gone()` is false, so a
-        message is never taken for a client that has left, and order is kept.
+        reader opens the same inbox, or when the mailbox shuts down. A reader,
+        woken or not, takes its message off the queue only if `gone()` is false,
+        so a message is never taken for a client known to have left, and order is kept.
         """
 
     async def requeue(self, recipient: str, message: Message) -> None:

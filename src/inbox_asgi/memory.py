@@ -149,7 +149,9 @@ class MemoryMailbox:
             if not reader.has_mail or gone() or inbox.reads != this_read:
                 return None  # nothing came, its client left, or a newer GET took over
         inbox.promised = 0  # whoever reads now has the promised message in front of it
-        if inbox.queue and self._inboxes.get(name) is inbox:
+        # Nothing is taken for a client already gone, woken or not (it may have left
+        # before its GET was even served).
+        if inbox.queue and not gone() and self._inboxes.get(name) is inbox:
             self._queued -= 1
             return inbox.queue.pop(0)
         return None
