@@ -16,9 +16,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+import uvicorn
+from uvicorn.server import ServerState
+
+from inbox_asgi.app import create_app
+from inbox_asgi.config import Settings
+from inbox_asgi.mailbox import Mailbox
+from inbox_asgi.protocol import limited_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -230,3 +237,65 @@ def start_server(
         server.stop(signal.SIGKILL)
         raise
     return server
+
+
+# -- in-process: uvicorn's protocol over a recording transport -------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def connect_in_process(
+    mailbox: Mailbox | None = None, **settings: Any
+) -> tuple[asyncio.Protocol, RecordingTransport]:
+    app = create_app(Settings(long_polling=False, **settings), mailbox=mailbox)
+    config = uvicorn.Config(
+        app, http=limited_protocol(65536, 10, 10), log_level="warning", lifespan="off", access_log=False
+    )
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", b"Mon, 23 Nov 2026 00:00:00 GMT")]
+    protocol = config.http_protocol_class(config=config, server_state=state, app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def request(method: str, target: str, user: str, body: bytes = b"") -> bytes:
+    auth = basic(user)["Authorization"]
+    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def exchange(protocol: asyncio.Protocol, transport: RecordingTransport, raw: bytes) -> list[bytes]:
+    """Feed one request; return the writes its response took."""
+    before = len(transport.writes)
+    protocol.data_received(raw)
+    cycle = protocol.cycle  # type: ignore[attr-defined]
+    for _ in range(1000):  # the app runs as a task on this loop: let it
+        if cycle.response_complete:
+            return transport.writes[before:]
+        await asyncio.sleep(0)
+    raise AssertionError("no complete response")

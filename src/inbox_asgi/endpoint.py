@@ -10,9 +10,10 @@ from __future__ import annotations
 from starlette.types import Receive, Scope, Send
 
 from .auth import parse_authorization
+from .cycle_io import ResponseWriter
 from .errors import BodyTooLarge, InboxError, MissingRecipient
 from .mailbox import Disconnected, Mailbox, Message, never_gone
-from .protocol import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE, ResponseWriter
+from .protocol import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
 from .query import parse_query
 from .responses import Headers, send_error, send_response, send_text
 

@@ -1,17 +1,22 @@
-"""uvicorn's httptools protocol with the limits uvicorn lacks: head size and head time.
+"""uvicorn's httptools protocol as inbox-asgi runs it.
 
-uvicorn (httptools) accepts request heads of any size and waits forever for a
-head that trickles in; both let one client pin memory or connections.
+It adds the limits uvicorn lacks: uvicorn (httptools) accepts request heads of
+any size and waits forever for a head or body that trickles in; both let one
+client pin memory or connections. It keeps per-connection state small, since a
+waiting reader is a connection. And it offers the endpoint, through
+scope["extensions"], what ASGI has no word for: whether the client is gone, and
+the hot-path reads and writes of `cycle_io`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .cycle_io import complete_body, write_response
 
 _TOO_LARGE = b"request head too large\n"
 _TOO_SLOW = b"request body not received in time\n"
@@ -25,13 +30,9 @@ CONNECTION_GONE = "inbox_asgi.connection_gone"
 #: connection closes. A long poll waits on it instead of on `receive`, which would hold an
 #: asyncio.Event waiter (a future and a deque, ~1.5 KiB) and two more coroutine frames.
 CONNECTION_CLOSED = "inbox_asgi.connection_closed"
-#: scope["extensions"] key: `write(send, status, headers, body) -> bool` writes a whole
-#: response in one go, or returns False when the ASGI `send` must do it (see `_write_response`).
+#: scope["extensions"] key: `cycle_io.write_response`, a whole response in one write.
 WRITE_RESPONSE = "inbox_asgi.write_response"
-
-ResponseWriter = Callable[[Any, int, list[tuple[bytes, bytes]], bytes], bool]
-#: scope["extensions"] key: `complete_body(receive) -> bytes | None`, the request body when
-#: it has all arrived (a signaling message nearly always has), without an ASGI `receive`.
+#: scope["extensions"] key: `cycle_io.complete_body`, a request body already all in.
 COMPLETE_BODY = "inbox_asgi.complete_body"
 
 
@@ -105,8 +106,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             {
                 CONNECTION_GONE: self._connection_gone,
                 CONNECTION_CLOSED: self._closed,
-                WRITE_RESPONSE: self._write_response,
-                COMPLETE_BODY: self._complete_body,
+                WRITE_RESPONSE: write_response,
+                COMPLETE_BODY: complete_body,
             }
         )
         self.pipeline = _Pipeline()  # type: ignore[assignment]
@@ -175,70 +176,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
 
-    def _write_response(
-        self, send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> bool:
-        """Status line, headers and body in one write, for a response not yet started.
-
-        uvicorn writes the head on `http.response.start` and the body on the next
-        `send`: two writes, two TCP segments, and each header checked against two
-        regular expressions. For the endpoint's own responses, whose headers it built
-        from validated parts, this does the same bookkeeping in one write. It works
-        only on uvicorn's own `send` for this connection, with no access log to write
-        and no backpressure to wait for; otherwise it returns False and the caller
-        sends through ASGI.
-        """
-        cycle = getattr(send, "__self__", None)
-        if (
-            type(cycle) is not RequestResponseCycle
-            or cycle.transport is not self.transport
-            or cycle.response_started
-            or cycle.access_log
-            or cycle.flow.write_paused
-            or cycle.scope["method"] == "HEAD"
-        ):
-            return False
-        if cycle.disconnected:
-            return True  # as uvicorn's send: nothing to write to
-        cycle.response_started = cycle.response_complete = True
-        cycle.waiting_for_100_continue = False
-        content = [STATUS_LINE[status], _joined(cycle.default_headers)]
-        for name, value in headers:
-            content += (name, b": ", value, b"\r\n")
-        if status != 204:
-            content.append(b"content-length: %d\r\n" % len(body))
-        if not cycle.keep_alive:
-            content.append(b"connection: close\r\n")
-        content += (b"\r\n", body)
-        self.transport.write(b"".join(content))
-        cycle.message_event.set()
-        if not cycle.keep_alive:
-            self.transport.close()
-        cycle.on_response()
-        return True
-
-    def _complete_body(self, receive: Any) -> bytes | None:
-        """What uvicorn's `receive` returns for a body already all in, minus the await.
-
-        None (read through `receive` instead) unless `receive` is uvicorn's own for
-        this connection and the body is complete, with no `100 Continue` owed.
-        """
-        cycle = getattr(receive, "__self__", None)
-        if (
-            type(cycle) is not RequestResponseCycle
-            or cycle.transport is not self.transport
-            or cycle.more_body
-            or cycle.waiting_for_100_continue
-            or cycle.disconnected
-            or cycle.response_complete
-        ):
-            return None
-        cycle.flow.resume_reading()
-        cycle.message_event.clear()
-        body = bytes(cycle.body)
-        cycle.body = bytearray()
-        return body
-
     def _connection_gone(self) -> bool:
         return self._state.lost or self.transport.is_closing()
 
@@ -282,19 +219,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
             )
         self.transport.close()  # the app's receive() now says http.disconnect
-
-
-_default_head: tuple[list[tuple[bytes, bytes]] | None, bytes] = (None, b"")
-
-
-def _joined(default_headers: list[tuple[bytes, bytes]]) -> bytes:
-    """uvicorn's default headers (the date) change once a second, as a new list: join each once."""
-    global _default_head
-    seen, joined = _default_head
-    if seen is not default_headers:
-        joined = b"".join(b"%s: %s\r\n" % header for header in default_headers)
-        _default_head = (default_headers, joined)
-    return joined
 
 
 _CONFIGURED: dict[str, type[LimitedHttpToolsProtocol]] = {}
