@@ -38,10 +38,6 @@ class BodyTooLarge(InboxError):
     reason = "message body too large"
 
 
-class RequestTimeout(InboxError):
-    reason = "request body not received in time"
-
-
 class NoSuchInbox(InboxError):
     reason = "recipient inbox does not exist"
 

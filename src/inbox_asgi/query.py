@@ -34,10 +34,10 @@ def parse_query(raw: bytes) -> dict[str, str]:
         text = raw.decode()
     except UnicodeDecodeError:
         raise MalformedQuery("query value is not UTF-8") from None
-    escaped = "%" in text
-    if escaped and _BAD_ESCAPE.search(text):
+    has_percent = "%" in text
+    if has_percent and _BAD_ESCAPE.search(text):
         raise MalformedQuery("'%' in the query is not followed by two hex digits")
-    escaped = escaped or "+" in text
+    escaped = has_percent or "+" in text
     params: dict[str, str] = {}
     for field in text.split("&"):
         if field:

@@ -14,7 +14,6 @@ from .errors import (
     MissingRecipient,
     NoSuchInbox,
     RateLimited,
-    RequestTimeout,
     TooManyInboxes,
     WrongPassword,
 )
@@ -31,7 +30,6 @@ ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
     BadCredentials: (401, _CHALLENGE),
     WrongPassword: (401, _CHALLENGE),
     NoSuchInbox: (404, []),
-    RequestTimeout: (408, [(b"connection", b"close")]),
     BodyTooLarge: (413, []),
     RateLimited: (429, _RETRY_SOON),
     InboxFull: (503, _RETRY_SOON),
