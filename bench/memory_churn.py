@@ -14,9 +14,9 @@ import time
 
 import anyio
 
-from inbox_asgi.auth import Credentials
-from inbox_asgi.mailbox import Message
-from inbox_asgi.memory import MemoryMailbox
+from inbox_asgi.http.auth import Credentials
+from inbox_asgi.mailbox.interface import Message
+from inbox_asgi.mailbox.memory import MemoryMailbox
 
 
 def rss_mib() -> float:

@@ -19,7 +19,7 @@ import statistics
 import timeit
 from collections.abc import Callable
 
-from inbox_asgi.passwords import PasswordDigest
+from inbox_asgi.mailbox.passwords import PasswordDigest
 
 
 def per_call_us(function: Callable[[], object], number: int, rounds: int) -> float:

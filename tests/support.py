@@ -24,8 +24,8 @@ from uvicorn.server import ServerState
 
 from inbox_asgi.app import create_app
 from inbox_asgi.config import Settings
-from inbox_asgi.mailbox import Mailbox
-from inbox_asgi.protocol import limited_protocol
+from inbox_asgi.mailbox.interface import Mailbox
+from inbox_asgi.server.protocol import limited_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """Hypothesis through the whole app, in-process: random Authorization headers and raw query strings.
 
-tests/test_auth.py and tests/test_query.py fuzz the parsers alone; these send
+tests/http/test_auth.py and tests/http/test_query.py fuzz the parsers alone; these send
 the same garbage through the ASGI app and check the status the protocol asks
 for (SPEC section 2, rules in order: malformed query 400, credentials 401,
 missing recipient 400, unknown recipient 404), never a 500 and never an
@@ -23,9 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
-from inbox_asgi.auth import Credentials, parse_authorization
-from inbox_asgi.errors import BadCredentials, MalformedQuery
-from inbox_asgi.query import parse_query
+from inbox_asgi.http.auth import parse_authorization
+from inbox_asgi.http.query import parse_query
+from inbox_asgi.mailbox.credentials import Credentials
+from inbox_asgi.mailbox.errors import BadCredentials, MalformedQuery
 
 from .conftest import ClientFactory
 

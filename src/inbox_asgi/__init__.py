@@ -15,17 +15,17 @@ __all__ = ["Settings", "__version__", "app", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from .app import create_app
+        from inbox_asgi.app import create_app
 
         app = create_app()
         globals()["app"] = app
         return app
     if name == "create_app":
-        from .app import create_app
+        from inbox_asgi.app import create_app
 
         return create_app
     if name == "Settings":
-        from .config import Settings
+        from inbox_asgi.config import Settings
 
         return Settings
     raise AttributeError(name)

@@ -1,3 +1,3 @@
-from .cli import main
+from inbox_asgi.cli import main
 
 main()

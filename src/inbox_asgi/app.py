@@ -19,22 +19,22 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .access_log import AccessLog
-from .config import Settings, configure_logging
-from .endpoint import InboxEndpoint
-from .mailbox import Mailbox
-from .memory import MemoryMailbox
-from .metrics import Metrics
-from .openapi import openapi_endpoint
-from .ratelimit import RateLimit, TokenBuckets
-from .static import PublicFiles, public_directory
+from inbox_asgi.config import Settings, configure_logging
+from inbox_asgi.http.endpoint import InboxEndpoint
+from inbox_asgi.http.middleware.access_log import AccessLog
+from inbox_asgi.http.middleware.metrics import Metrics
+from inbox_asgi.http.middleware.ratelimit import RateLimit, TokenBuckets
+from inbox_asgi.http.openapi import openapi_endpoint
+from inbox_asgi.http.static import PublicFiles, public_directory
+from inbox_asgi.mailbox.interface import Mailbox
+from inbox_asgi.mailbox.memory import MemoryMailbox
 
 logger = logging.getLogger("inbox_asgi")
 
 
 def build_mailbox(settings: Settings) -> Mailbox:
     if settings.redis_url:
-        from .redis_mailbox import RedisMailbox  # optional dependency
+        from inbox_asgi.mailbox.redis.mailbox import RedisMailbox  # optional dependency
 
         return RedisMailbox.from_settings(settings)
     return MemoryMailbox(

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from . import __version__
-from .config import ConfigError, Settings, configure_logging, describe, option_specs
-from .protocol import limited_protocol
-from .tls import check_certificate_files, write_self_signed
+from inbox_asgi import __version__
+from inbox_asgi.config import ConfigError, Settings, configure_logging, describe, option_specs
+from inbox_asgi.server.protocol import limited_protocol
+from inbox_asgi.server.tls import check_certificate_files, write_self_signed
 
 logger = logging.getLogger("inbox_asgi")
 
@@ -103,7 +103,7 @@ def run(settings: Settings) -> None:
         workers=settings.workers,
         # One process accepts every waiting connection per loop turn; several share
         # the socket better with libuv's one each (see eventloop).
-        loop="inbox_asgi.eventloop:new_event_loop" if settings.workers == 1 else "auto",
+        loop="inbox_asgi.server.eventloop:new_event_loop" if settings.workers == 1 else "auto",
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
         # Forward-secret AEAD suites only for TLS 1.2 (1.3 has its own); Python
@@ -132,6 +132,6 @@ def _check_redis(settings: Settings) -> None:
     """Refuse to start against a Redis that does not answer, rather than 503 every request."""
     if not settings.redis_url:
         return
-    from .redis_mailbox import check_connection
+    from inbox_asgi.mailbox.redis.connection import check_connection
 
     check_connection(settings.redis_url)

@@ -10,7 +10,7 @@ import ssl
 import sys
 import urllib.request
 
-from .config import ConfigError, Settings
+from inbox_asgi.config import ConfigError, Settings
 
 
 def main() -> int:

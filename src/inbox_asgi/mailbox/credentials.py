@@ -1,0 +1,15 @@
+"""Who a request claims to be: a username and the password (or token) it gave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class Credentials:
+    username: str
+    password: str
+
+    @property
+    def username_bytes(self) -> bytes:
+        return self.username.encode()

@@ -1,0 +1,255 @@
+"""The embedded backend: every inbox in this process's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+
+import anyio
+import anyio.lowlevel
+
+from inbox_asgi.mailbox.credentials import Credentials
+from inbox_asgi.mailbox.errors import InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
+from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
+from inbox_asgi.mailbox.passwords import PasswordDigest
+
+#: Inboxes deleted per expiry step before yielding, so mass expiry never stalls the loop.
+EXPIRY_BATCH = 500
+#: The inbox table is rebuilt smaller once it holds a quarter of its peak (and the
+#: peak was above this), if copying the rest is quick enough not to stall the loop.
+SHRINK_BELOW = 10_000
+SHRINK_MAX_COPY = 20_000
+
+
+class Reader:
+    """One parked GET. Waking it ends its wait at once; `has_mail` says why it woke.
+
+    The wait is an `asyncio.timeout`, not an anyio cancel scope: with tens of
+    thousands of readers parked, the scope's bookkeeping (~1.2 KiB each) was the
+    largest part of a waiting reader's memory that this package owns.
+    """
+
+    __slots__ = ("has_mail", "timeout")
+
+    def __init__(self) -> None:
+        self.has_mail = False
+        self.timeout: asyncio.Timeout | None = None
+
+    def wake(self, has_mail: bool = False) -> None:
+        self.has_mail = has_mail
+        if self.timeout is not None and not self.timeout.expired():
+            self.timeout.reschedule(0)  # a time past: it expires on the next loop turn
+
+
+class Inbox:
+    __slots__ = ("password", "promised", "queue", "reader", "reads", "touched", "verified")
+
+    def __init__(self, password: PasswordDigest, credentials: Credentials, now: float) -> None:
+        self.password = password
+        #: The last credentials that matched. auth's cache hands out one object per
+        #: Authorization header, so a client's repeated requests skip the digest. A
+        #: weak reference: the inbox never keeps a password alive in clear.
+        self.verified = weakref.ref(credentials)
+        # A list, not a deque: an empty deque costs ~600 bytes, an empty list 56, and
+        # with at most inbox-capacity entries pop(0) is as cheap as popleft.
+        self.queue: list[Message] = []
+        self.reader: Reader | None = None
+        #: Messages queued for a woken reader: they do not count against capacity.
+        self.promised = 0
+        #: GETs so far: a woken reader that sees a newer GET arrived takes nothing.
+        self.reads = 0
+        self.touched = now
+
+
+class MemoryMailbox:
+    """Inboxes in an OrderedDict kept in last-read order.
+
+    Because the inbox timeout is the same for all, the dict's front is always
+    the next to expire: an expiry pass pops from the front and stops at the
+    first live inbox, so it costs what expires, never a scan of all inboxes.
+    """
+
+    def __init__(
+        self,
+        *,
+        inbox_timeout: float,
+        inbox_capacity: int,
+        max_inboxes: int,
+        cleanup_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inbox_timeout = inbox_timeout
+        self.inbox_capacity = inbox_capacity
+        self.max_inboxes = max_inboxes
+        self.cleanup_interval = cleanup_interval
+        self.clock = clock
+        self._inboxes: OrderedDict[str, Inbox] = OrderedDict()
+        self._readers: set[Reader] = set()
+        self._queued = 0
+        self._expired = 0
+        self._high_water = 0
+        self._closed = False
+
+    # -- the Mailbox interface -------------------------------------------------
+
+    async def open(self, credentials: Credentials) -> None:
+        self._open(credentials, self.clock())
+
+    async def send(self, sender: str, recipient: str, message: Message) -> None:
+        inbox = self._lookup(recipient, self.clock())
+        if inbox is None:
+            raise NoSuchInbox
+        reader = inbox.reader
+        if reader is None and len(inbox.queue) - inbox.promised >= self.inbox_capacity:
+            raise InboxFull
+        # For a waiting reader the message only passes through the queue: the
+        # reader takes it from there, and only if its client is still connected.
+        inbox.queue.append(message)
+        self._queued += 1
+        if reader is not None:
+            inbox.reader = None
+            inbox.promised += 1
+            reader.wake(has_mail=True)
+
+    async def receive(
+        self,
+        credentials: Credentials,
+        *,
+        wait: float,
+        disconnected: Disconnected,
+        gone: Gone = never_gone,
+    ) -> Message | None:
+        name = credentials.username
+        now = self.clock()
+        inbox = self._open(credentials, now)
+        inbox.touched = now  # a read starting counts as a read
+        self._inboxes.move_to_end(name)
+        inbox.reads += 1
+        this_read = inbox.reads
+        if not inbox.queue and wait > 0 and not self._closed:
+            reader = Reader()
+            if inbox.reader is not None:
+                inbox.reader.wake()  # newest reader wins
+            inbox.reader = reader
+            self._readers.add(reader)
+            try:
+                async with asyncio.timeout(wait) as reader.timeout:
+                    await disconnected()
+            except TimeoutError:
+                pass  # timed out, or woken
+            finally:
+                reader.timeout = None
+                self._readers.discard(reader)
+                if inbox.reader is reader:
+                    inbox.reader = None
+                self._touch(name, inbox)
+            if not reader.has_mail or gone() or inbox.reads != this_read:
+                return None  # nothing came, its client left, or a newer GET took over
+        inbox.promised = 0  # whoever reads now has the promised message in front of it
+        # Nothing is taken for a client already gone, woken or not (it may have left
+        # before its GET was even served).
+        if inbox.queue and not gone() and self._inboxes.get(name) is inbox:
+            self._queued -= 1
+            return inbox.queue.pop(0)
+        return None
+
+    async def requeue(self, recipient: str, message: Message) -> None:
+        inbox = self._inboxes.get(recipient)
+        if inbox is not None:
+            inbox.queue.insert(0, message)
+            self._queued += 1
+            if inbox.reader is not None:
+                reader, inbox.reader = inbox.reader, None
+                reader.wake(has_mail=True)
+
+    async def run(self) -> None:
+        while True:
+            await anyio.sleep(self.cleanup_interval)
+            await self.expire_all()
+
+    async def expire_all(self) -> None:
+        """One expiry pass, in batches so a mass expiry never stalls other requests."""
+        while self.expire(limit=EXPIRY_BATCH) == EXPIRY_BATCH:
+            await anyio.lowlevel.checkpoint()
+        self._shrink()
+
+    def _shrink(self) -> None:
+        """Give back the table of a dict that emptied: Python dicts never shrink by deleting."""
+        size = len(self._inboxes)
+        if self._high_water > 4 * max(size, SHRINK_BELOW) and size <= SHRINK_MAX_COPY:
+            self._inboxes = OrderedDict(self._inboxes)
+            self._high_water = size
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for reader in list(self._readers):
+            reader.wake()
+
+    async def stats(self) -> MailboxStats:
+        return MailboxStats(len(self._inboxes), len(self._readers), self._queued, self._expired)
+
+    async def aclose(self) -> None:
+        self.shutdown()
+
+    # -- internals ---------------------------------------------------------------
+
+    def expire(self, limit: int | None = None) -> int:
+        """Delete inboxes unread for inbox_timeout; returns how many went."""
+        now = self.clock()
+        cutoff = now - self.inbox_timeout
+        inboxes = self._inboxes
+        expired = 0
+        while inboxes and (limit is None or expired < limit):
+            name, inbox = next(iter(inboxes.items()))
+            if inbox.touched > cutoff:
+                break
+            if inbox.reader is not None or inbox.promised:
+                # Being read right now (or a woken reader about to take its message)
+                # counts as a read: it goes to the back.
+                inbox.touched = now
+                inboxes.move_to_end(name)
+                continue
+            del inboxes[name]
+            self._queued -= len(inbox.queue)
+            expired += 1
+        self._expired += expired
+        return expired
+
+    def _lookup(self, name: str, now: float) -> Inbox | None:
+        inbox = self._inboxes.get(name)
+        if (
+            inbox is not None
+            and inbox.reader is None
+            and not inbox.promised
+            and inbox.touched <= now - self.inbox_timeout
+        ):
+            # Expired but not yet swept: behave exactly as if the sweep had run.
+            del self._inboxes[name]
+            self._queued -= len(inbox.queue)
+            self._expired += 1
+            return None
+        return inbox
+
+    def _open(self, credentials: Credentials, now: float) -> Inbox:
+        inbox = self._lookup(credentials.username, now)
+        if inbox is None:
+            if len(self._inboxes) >= self.max_inboxes and (
+                self.expire(limit=EXPIRY_BATCH) == 0 or len(self._inboxes) >= self.max_inboxes
+            ):
+                raise TooManyInboxes
+            inbox = Inbox(PasswordDigest.of(credentials.password), credentials, now)
+            self._inboxes[credentials.username] = inbox
+            self._high_water = max(self._high_water, len(self._inboxes))
+        elif inbox.verified() is not credentials:
+            if not inbox.password.matches(credentials.password):
+                raise WrongPassword
+            inbox.verified = weakref.ref(credentials)
+        return inbox
+
+    def _touch(self, name: str, inbox: Inbox) -> None:
+        if self._inboxes.get(name) is inbox:
+            inbox.touched = self.clock()
+            self._inboxes.move_to_end(name)

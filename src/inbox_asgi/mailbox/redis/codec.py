@@ -1,0 +1,45 @@
+"""Redis key names and the bytes a message is stored as.
+
+Every key of one inbox carries the same hash tag, so a script that touches
+them all runs in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+from inbox_asgi.mailbox.interface import Message
+
+
+def inbox_keys(name: str, prefix: str = "inbox") -> tuple[bytes, bytes]:
+    """(meta hash, message list) of an inbox, both in the slot of the name's hash tag."""
+    tag = base64.urlsafe_b64encode(name.encode()).rstrip(b"=")
+    base = prefix.encode() + b":{" + tag + b"}:"
+    return base + b"m", base + b"q"
+
+
+def index_key(prefix: str = "inbox") -> bytes:
+    """The global inbox index; `!` is not in the base64url alphabet, so no inbox shares its tag."""
+    return prefix.encode() + b":{!}:index"
+
+
+_HEAD = struct.Struct(">II")
+
+
+def encode_message(message: Message) -> bytes:
+    sender = message.sender.encode()
+    content_type = message.content_type
+    head = _HEAD.pack(len(sender), 0 if content_type is None else len(content_type) + 1)
+    return b"".join((head, sender, content_type or b"", message.body))
+
+
+def decode_message(raw: bytes) -> Message:
+    sender_size, type_size = _HEAD.unpack_from(raw)
+    start = _HEAD.size + sender_size
+    sender = raw[_HEAD.size : start].decode()
+    content_type = None
+    if type_size:
+        content_type = raw[start : start + type_size - 1]
+        start += type_size - 1
+    return Message(sender, raw[start:], content_type)

@@ -1,0 +1,531 @@
+"""The scale-out backend: inboxes in Redis, shared by every worker and host.
+
+Same rules as the in-memory backend, across processes:
+
+- every multi-key update is one Lua script (`redis_scripts`); the keys of one
+  inbox share a hash tag (the username, base64url-encoded, so `{`, `}` and `:`
+  in names are harmless) and therefore one Redis Cluster slot;
+- inboxes expire through Redis TTLs; while a reader waits, `run()` refreshes
+  the TTL of its inbox, so an inbox with a waiting reader is never deleted;
+- waiting readers hold no Redis connection: a reader registers its token in
+  the inbox, and scripts publish wake-ups on the channel of the process where
+  it waits; one subscription per process dispatches them to local waiters;
+- a woken reader takes a message with CLAIM, which checks it is still the
+  inbox's reader: nothing is popped for a reader that is gone or superseded;
+- a message taken (by ENTER or CLAIM) stays held for its GET until this
+  process, back from Redis, has checked that the client is still connected:
+  if it left while Redis answered, SETTLE puts the message back at the front;
+  otherwise it is handed to the endpoint and the hold is settled in the
+  background. No other GET takes a message while one is held, so a message
+  put back is still the oldest (see `redis_scripts`);
+- `max-inboxes` counts the entries of a global index (a sorted set scored by
+  expiry time, pruned as entries expire — never a scan);
+- Redis errors become `BackendUnavailable` (503) within the socket timeout;
+  a lost subscription is re-established, and every local reader then re-checks
+  its inbox, so no wake-up is lost while the connection was down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import NoScriptError, RedisError
+
+from inbox_asgi.config import ConfigError, Settings
+from inbox_asgi.mailbox.credentials import Credentials
+from inbox_asgi.mailbox.errors import (
+    BackendUnavailable,
+    InboxFull,
+    NoSuchInbox,
+    TooManyInboxes,
+    WrongPassword,
+)
+from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
+from inbox_asgi.mailbox.passwords import PasswordDigest
+from inbox_asgi.mailbox.redis.codec import decode_message, encode_message, inbox_keys, index_key
+from inbox_asgi.mailbox.redis.connection import SOCKET_TIMEOUT, connect
+from inbox_asgi.mailbox.redis.scripts import (
+    CLAIM,
+    COUNT,
+    ENTER,
+    LEAVE,
+    REFRESH,
+    REQUEUE,
+    RESERVE,
+    SCRIPTS,
+    SEND,
+    SETTLE,
+    TOUCH,
+    Call,
+)
+
+logger = logging.getLogger("inbox_asgi.redis")
+
+#: Seconds without a word on the subscription before it is pinged (and dropped if silent).
+PING_EVERY = 5.0
+#: Most password salts remembered (saves a round trip per request for known inboxes).
+SALT_CACHE_SIZE = 65536
+#: Waiting readers refreshed per pipeline.
+REFRESH_BATCH = 500
+RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
+#: Longest a GET without long polling waits behind a message held for an earlier
+#: GET (settled within milliseconds unless that GET's process died).
+HELD_WAIT = 1.0
+
+# What a woken reader has to do, in increasing priority.
+_NOTHING, _CHECK, _SUPERSEDED, _CLOSED = range(4)
+
+
+class Waiter:
+    """One GET parked in this process. Waking it cancels its wait; `pending` says why."""
+
+    __slots__ = ("active", "keys", "name", "pending", "refreshed", "scope", "token")
+
+    def __init__(self, token: bytes, name: str, keys: tuple[bytes, bytes]) -> None:
+        self.token = token
+        self.name = name
+        self.keys = keys
+        self.pending = _NOTHING
+        self.scope: anyio.CancelScope | None = None
+        self.active = False  # registered as the inbox's reader in Redis
+        self.refreshed = 0.0
+
+    def wake(self, reason: int) -> None:
+        self.pending = max(self.pending, reason)
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class RedisMailbox:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        inbox_timeout: float,
+        inbox_capacity: int,
+        max_inboxes: int,
+        cleanup_interval: float = 1.0,
+        prefix: str = "inbox",
+    ) -> None:
+        self.redis = client
+        self.inbox_capacity = inbox_capacity
+        self.max_inboxes = max_inboxes
+        self.prefix = prefix
+        self.ttl_ms = max(1, round(inbox_timeout * 1000))
+        # A waiting reader's inbox TTL is renewed at least three times per timeout.
+        self.refresh_every = min(cleanup_interval, inbox_timeout / 3)
+        self.channel = f"{prefix}:wake:{secrets.token_hex(8)}".encode()
+        self._index = index_key(prefix)
+        self._tokens = itertools.count(1)
+        self._waiters: dict[bytes, Waiter] = {}
+        self._active = 0
+        self._salts: dict[str, bytes] = {}
+        self._closed = False
+        self._subscribed = False
+        self._inboxes = 0
+        self._last_outage_log = -1e9
+        # Holds of delivered messages, settled in the background (see _settle_loop).
+        self._to_settle: list[Call] = []
+        self._settle_due = anyio.Event()
+        self._settling = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisMailbox:
+        assert settings.redis_url
+        try:
+            client = connect(settings.redis_url)
+        except ValueError as error:
+            raise ConfigError(f"-redis-url: {error}") from None
+        return cls(
+            client,
+            inbox_timeout=settings.inbox_timeout,
+            inbox_capacity=settings.inbox_capacity,
+            max_inboxes=settings.max_inboxes,
+            cleanup_interval=settings.cleanup_interval,
+        )
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether this process currently hears wake-ups (for tests and health checks)."""
+        return self._subscribed
+
+    # -- the Mailbox interface -------------------------------------------------
+
+    async def open(self, credentials: Credentials) -> None:
+        await self._enter(credentials, b"open", b"")
+
+    async def send(self, sender: str, recipient: str, message: Message) -> None:
+        keys = inbox_keys(recipient, self.prefix)
+        call: Call = (SEND, keys, (encode_message(message), self.inbox_capacity))
+        reply = (await self._run([call]))[0]
+        if reply == b"missing":
+            raise NoSuchInbox
+        if reply == b"full":
+            raise InboxFull
+
+    async def receive(
+        self,
+        credentials: Credentials,
+        *,
+        wait: float,
+        disconnected: Disconnected,
+        gone: Gone = never_gone,
+    ) -> Message | None:
+        name = credentials.username
+        long_poll = wait > 0 and not self._closed
+        waiter = Waiter(self.channel + b"|%d" % next(self._tokens), name, inbox_keys(name, self.prefix))
+        # Registered before the script runs, so no wake-up can arrive unheard.
+        self._waiters[waiter.token] = waiter
+        try:
+            reply = await self._enter(credentials, b"wait" if long_poll else b"read", waiter.token)
+            if reply[0] != b"waiting":
+                return await self._hand_over(waiter.keys, waiter.token, reply, gone)
+            waiter.active = True
+            waiter.refreshed = anyio.current_time()
+            self._active += 1
+            # Without long polling a GET waits only for a message held for an earlier GET.
+            wait = wait if long_poll else HELD_WAIT
+            return await self._wait(waiter, wait, disconnected, client_gone=gone)
+        finally:
+            del self._waiters[waiter.token]
+            if waiter.active:
+                self._active -= 1
+
+    async def requeue(self, recipient: str, message: Message) -> None:
+        call: Call = (REQUEUE, inbox_keys(recipient, self.prefix), (encode_message(message),))
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._run([call])
+        except BackendUnavailable:
+            logger.error("could not put back a message for %r: Redis unavailable", recipient)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._listen)
+            tasks.start_soon(self._refresh_loop)
+            tasks.start_soon(self._settle_loop)
+
+    def shutdown(self) -> None:
+        self._closed = True
+        for waiter in list(self._waiters.values()):
+            waiter.wake(_CLOSED)
+
+    async def stats(self) -> MailboxStats:
+        """Inboxes across all processes; waiting readers of this process.
+
+        Queued messages are not counted in Redis mode (that would need a
+        global counter updated on every message) and read as 0.
+        """
+        with contextlib.suppress(BackendUnavailable):
+            self._inboxes = int((await self._run([(COUNT, (self._index,), ())]))[0])
+        return MailboxStats(self._inboxes, self._active, 0)
+
+    async def aclose(self) -> None:
+        self.shutdown()
+        await self._flush_settles()  # deliveries of the last requests: not settled, they would come again
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+
+    # -- reading -----------------------------------------------------------------
+
+    async def _enter(self, credentials: Credentials, mode: bytes, token: bytes) -> list[Any]:
+        """Run ENTER: check or create the inbox, then (mode) read or register a reader."""
+        name, password = credentials.username, credentials.password
+        keys = inbox_keys(name, self.prefix)
+        create, score = b"", 0
+        for _ in range(4):
+            salt = self._salts.get(name)
+            expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
+            call: Call = (ENTER, keys, (expected, create, self.ttl_ms, mode, score, token))
+            reply = await self._taking(name, token, call)
+            status = reply[0]
+            if status == b"password":
+                stored = PasswordDigest.from_bytes(reply[1])
+                if not stored.matches(password):
+                    raise WrongPassword
+                self._remember(name, stored.salt)
+            elif status == b"missing":
+                score = await self._reserve(name)
+                digest = PasswordDigest.of(password)
+                create = digest.to_bytes()
+                self._remember(name, digest.salt)
+            else:
+                return reply
+        raise BackendUnavailable("inbox changed under this request, retry")
+
+    async def _wait(
+        self, waiter: Waiter, wait: float, disconnected: Disconnected, client_gone: Gone
+    ) -> Message | None:
+        deadline = anyio.current_time() + wait
+        try:
+            while True:
+                if waiter.pending == _NOTHING and not self._closed:
+                    gone = False
+                    with anyio.move_on_at(deadline) as waiter.scope:
+                        await disconnected()
+                        gone = True
+                    waiter.scope = None
+                    if gone:
+                        break
+                reason, waiter.pending = waiter.pending, _NOTHING
+                if reason != _CHECK or self._closed or client_gone():
+                    break  # timed out, superseded, shutting down, or the client left
+                call: Call = (CLAIM, waiter.keys, (waiter.token, self.ttl_ms))
+                reply = await self._taking(waiter.name, waiter.token, call)
+                if reply[0] == b"message":
+                    message = await self._hand_over(waiter.keys, waiter.token, reply, client_gone)
+                    if message is not None:
+                        return message
+                    break
+                if reply[0] == b"superseded":
+                    break
+        except BackendUnavailable:
+            pass  # the wait ends with 204; the client polls again (and gets 503 until Redis is back)
+        except BaseException:
+            with anyio.move_on_after(SOCKET_TIMEOUT, shield=True):
+                await self._leave(waiter)
+            raise
+        await self._leave(waiter)
+        return None
+
+    async def _leave(self, waiter: Waiter) -> None:
+        """Best effort: if it fails, the next GET or sender finds a stale token, which is harmless."""
+        with contextlib.suppress(BackendUnavailable):
+            score = (await self._run([(LEAVE, waiter.keys, (waiter.token, self.ttl_ms))]))[0]
+            await self._record([(waiter.name, score)])
+
+    async def _taking(self, name: str, token: bytes, call: Call) -> list[Any]:
+        """Run a script that may take a message for `token` (reply: status, index score, message).
+
+        Shielded, so a cancellation never drops a taken message: it goes back.
+        """
+        with anyio.CancelScope(shield=True):
+            reply: list[Any] = (await self._run([call]))[0]
+            if len(reply) > 1 and isinstance(reply[1], int):
+                await self._record([(name, reply[1])])
+        if reply[0] == b"message":
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                await self._settle(call[1], token, b"back")
+                raise
+        return reply
+
+    async def _hand_over(
+        self, keys: Sequence[bytes], token: bytes, reply: list[Any], gone: Gone
+    ) -> Message | None:
+        """The message a script took for this GET, if its client is still there to get it.
+
+        The round trip to Redis takes time, and a client can leave meanwhile
+        (uvicorn then drops what is written to it, silently): such a message
+        goes back to the front of the queue — it is still held, so no other GET
+        has taken a later one. Otherwise it is delivered: the endpoint writes
+        it right after this returns, without waiting in between, and the hold
+        is settled in the background.
+        """
+        if reply[0] != b"message":
+            return None
+        if gone():
+            await self._settle(keys, token, b"back")
+            return None
+        message = decode_message(reply[2])
+        if self._settling:
+            self._to_settle.append((SETTLE, keys, (token, b"keep")))
+            self._settle_due.set()
+        else:  # run() is not running (not started, or stopping): settle before answering
+            await self._settle(keys, token, b"keep")
+        return message
+
+    async def _settle(self, keys: Sequence[bytes], token: bytes, outcome: bytes) -> None:
+        """SETTLE one hold now: `keep` (delivered) or `back` (to the front of the queue)."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._run([(SETTLE, keys, (token, outcome))])
+        except BackendUnavailable:
+            logger.error("could not settle a held message: Redis unavailable; it is queued again later")
+
+    async def _record(self, scores: Sequence[tuple[str, int]]) -> None:
+        """Move index entries to the scores inbox scripts asked for.
+
+        Best effort: if Redis fails right here, that one inbox may drop out of
+        the count early, so max-inboxes can be exceeded by one per such failure.
+        """
+        index = (self._index,)
+        calls: list[Call] = [(TOUCH, index, (name.encode(), score)) for name, score in scores if score]
+        if calls:
+            with contextlib.suppress(BackendUnavailable):
+                await self._run(calls)
+
+    async def _reserve(self, name: str) -> int:
+        """A place in the global index for a new inbox: its index score."""
+        call: Call = (RESERVE, (self._index,), (name.encode(), self.max_inboxes, self.ttl_ms))
+        score = int((await self._run([call]))[0])
+        if not score:
+            raise TooManyInboxes
+        return score
+
+    def _remember(self, name: str, salt: bytes) -> None:
+        salts = self._salts
+        if name not in salts and len(salts) >= SALT_CACHE_SIZE:
+            del salts[next(iter(salts))]
+        salts[name] = salt
+
+    # -- background work ------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """One subscription for the whole process; re-established whenever it is lost."""
+        failures = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                await self._pump(pubsub)
+            except (RedisError, OSError) as error:
+                if self._subscribed:
+                    logger.warning("Redis subscription lost (%s); reconnecting", error)
+                    failures = 0
+                self._subscribed = False
+                await self._drop_idle_connections()
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await anyio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+            failures += 1
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        pinged = False
+        while True:
+            event = await pubsub.get_message(timeout=PING_EVERY)
+            if event is None:
+                if pinged:
+                    raise redis.exceptions.TimeoutError("no answer to PING on the subscription")
+                await pubsub.ping()
+                pinged = True
+                continue
+            pinged = False
+            kind = event["type"]
+            if kind == "message":
+                self._dispatch(event["data"])
+            elif kind == "subscribe":
+                if not self._subscribed:
+                    logger.info("Redis subscription on %s", self.channel.decode())
+                self._subscribed = True
+                # Wake-ups published while we were not subscribed are lost: every
+                # local reader re-checks its inbox.
+                for waiter in list(self._waiters.values()):
+                    waiter.wake(_CHECK)
+
+    def _dispatch(self, data: bytes) -> None:
+        waiter = self._waiters.get(data[1:])
+        if waiter is not None:
+            waiter.wake(_SUPERSEDED if data[:1] == b"S" else _CHECK)
+
+    async def _settle_loop(self) -> None:
+        """Settle the holds of delivered messages, many per round trip, after their answers went out."""
+        self._settling = True
+        try:
+            while True:
+                await self._settle_due.wait()
+                self._settle_due = anyio.Event()
+                await self._flush_settles()
+        finally:
+            self._settling = False
+
+    async def _flush_settles(self) -> None:
+        while self._to_settle:
+            batch = self._to_settle[:REFRESH_BATCH]
+            del self._to_settle[:REFRESH_BATCH]
+            try:
+                with anyio.CancelScope(shield=True):
+                    results = await self._run(batch)
+            except BackendUnavailable:
+                logger.error(
+                    "could not settle %d delivered message(s): Redis unavailable; "
+                    "they are queued again (and delivered twice) when their holds lapse",
+                    len(batch),
+                )
+                continue
+            lapsed = results.count(0)
+            if lapsed:
+                logger.warning("%d delivered message(s) had been queued again (held too long)", lapsed)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.refresh_every)
+            await self.refresh_waiting()
+
+    async def refresh_waiting(self) -> None:
+        """Renew the TTL of inboxes whose reader waits here; wake readers that missed something."""
+        now = anyio.current_time()
+        due = [w for w in self._waiters.values() if w.active and now - w.refreshed >= self.refresh_every]
+        for start in range(0, len(due), REFRESH_BATCH):
+            batch = due[start : start + REFRESH_BATCH]
+            calls: list[Call] = [(REFRESH, w.keys, (w.token, self.ttl_ms)) for w in batch]
+            try:
+                results = await self._run(calls)
+            except BackendUnavailable:
+                return
+            await self._record([(w.name, reply[1]) for w, reply in zip(batch, results, strict=True)])
+            for waiter, (status, _) in zip(batch, results, strict=True):
+                waiter.refreshed = now
+                if status == b"superseded":
+                    waiter.wake(_SUPERSEDED)
+                elif status == b"message":
+                    waiter.wake(_CHECK)
+
+    # -- talking to Redis ---------------------------------------------------------------
+
+    async def _run(self, calls: Sequence[Call]) -> list[Any]:
+        """Run scripts in one round trip (loading them if Redis lost them); Redis errors → 503."""
+        try:
+            results = await self._send(calls)
+            redo = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if redo:  # a restarted or flushed Redis: NOSCRIPT means the script did not run
+                for script in SCRIPTS:
+                    await self.redis.script_load(script.source)
+                for i, result in zip(redo, await self._send([calls[i] for i in redo]), strict=True):
+                    results[i] = result
+        except (RedisError, OSError) as error:
+            await self._outage(error)
+            raise BackendUnavailable from None
+        for result in results:
+            if isinstance(result, Exception):
+                await self._outage(result)
+                raise BackendUnavailable from None
+        return results
+
+    async def _send(self, calls: Sequence[Call]) -> list[Any]:
+        if len(calls) == 1:
+            script, keys, args = calls[0]
+            try:
+                return [await self.redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)]  # type: ignore[no-untyped-call]
+            except NoScriptError as error:
+                return [error]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    async def _outage(self, error: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_outage_log > 10:
+            self._last_outage_log = now
+            logger.warning("Redis unavailable, answering 503: %s", error)
+        if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
+            await self._drop_idle_connections()
+
+    async def _drop_idle_connections(self) -> None:
+        """Close pooled connections so none that died with Redis is used when it is back."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.connection_pool.disconnect(inuse_connections=False)

@@ -1,0 +1,321 @@
+"""The Lua scripts that make every multi-key update of the Redis backend atomic.
+
+Keys of one inbox (both carry the same hash tag, so they share a Cluster slot):
+
+- ``KEYS[1]`` ``<prefix>:{<tag>}:m`` — a hash: ``pw`` (salt + digest of the
+  password), ``reader`` (token of the GET waiting on the inbox, if any),
+  ``hand`` (set while the message at the head of the queue is being handed to
+  that reader, so it does not count against the capacity) and, while a message
+  is held (below), ``held`` (the token it is held for), ``hdl`` (until when,
+  Redis time in ms) and ``hm`` (the message);
+- ``KEYS[2]`` ``<prefix>:{<tag>}:q`` — a list, the queued messages, oldest first.
+
+Both keys carry the inbox's TTL: Redis deletes an unread inbox by itself.
+
+A reader token is ``<wake channel>|<counter>``; scripts wake a reader by
+publishing ``M<token>`` (a message may be there: claim it) or ``S<token>``
+(superseded by a newer reader: answer 204) on the channel of the process
+where it waits. A waiting reader only ever takes a message with CLAIM, which
+checks that it is still the inbox's reader, so nothing is popped for a reader
+that is gone.
+
+A message taken (by ENTER or CLAIM) leaves the queue but is *held* for its
+GET until that GET's process, back from the round trip, has checked that the
+client is still connected: SETTLE then either drops the hold (delivered) or
+puts the message back at the front (the client left while Redis answered).
+While a message is held, no other GET takes the next one — a newer GET waits
+behind the hold and is woken when it is settled — so a message put back is
+still the oldest and FIFO order holds. A hold nobody settles within
+``HOLD_MS`` (its process died) is released by the next script that looks:
+the message is delivered again rather than lost.
+
+The global inbox index (for ``max-inboxes`` and the inbox count) is a sorted
+set of names scored by a time (Redis ``TIME``, milliseconds) no earlier than
+the inbox's expiry. It lives in its own slot, so scripts on an inbox cannot
+update it: a script that moves an inbox's expiry past the score recorded in
+the inbox (``ix``) records a new score half an inbox timeout later and returns
+it, and the caller then sends TOUCH. An inbox therefore costs one index update
+per half timeout, not one per request, and the index counts an inbox for at
+most half an inbox timeout after it expired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: How long a taken message stays held for a GET whose process does not settle it
+#: (it died between the two round trips): then the message is queued again.
+HOLD_MS = 10_000
+
+_COMMON = (
+    f"local HOLD_MS = {HOLD_MS}\n"
+    + """
+local function same(a, b)
+  -- digests compared through a hash: the time taken says nothing about either
+  return redis.sha1hex(a) == redis.sha1hex(b)
+end
+local function wake(token, kind)
+  local channel = string.match(token, '^(.*)|')
+  if channel then redis.call('PUBLISH', channel, kind .. token) end
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function expire(ttl)
+  -- → 0, or the new index score the caller must record with TOUCH
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  local deadline = now_ms() + tonumber(ttl)
+  if deadline <= tonumber(redis.call('HGET', KEYS[1], 'ix') or '0') then return 0 end
+  local score = deadline + math.floor(tonumber(ttl) / 2)
+  redis.call('HSET', KEYS[1], 'ix', string.format('%.0f', score))
+  return score
+end
+local function put_back(message)
+  redis.call('LPUSH', KEYS[2], message)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+local function holder()
+  -- the token of the GET a taken message is held for, or false; a hold not
+  -- settled in time (its process died) is released: the message comes again
+  local held = redis.call('HMGET', KEYS[1], 'held', 'hdl', 'hm')
+  if not held[1] then return false end
+  if tonumber(held[2]) > now_ms() then return held[1] end
+  redis.call('HDEL', KEYS[1], 'held', 'hdl', 'hm')
+  if held[3] then put_back(held[3]) end
+  return false
+end
+local function take(token)
+  -- the oldest message, held for `token` until its process settles it
+  local message = redis.call('LPOP', KEYS[2])
+  if message then
+    local deadline = string.format('%.0f', now_ms() + HOLD_MS)
+    redis.call('HSET', KEYS[1], 'held', token, 'hdl', deadline, 'hm', message)
+  end
+  return message
+end
+local function push(command, message, capacity)
+  -- RPUSH (send) or LPUSH (put back); a message for a waiting reader that has
+  -- none on its way yet is handed to it and does not count against capacity
+  -- (a reader waiting behind a held message is woken when the hold is settled)
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
+  local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
+  local reader, hand = state[1], state[2]
+  local handing = reader and not hand and not holder()
+  if capacity and not handing then
+    local queued = redis.call('LLEN', KEYS[2])
+    if hand then queued = queued - 1 end
+    if queued >= capacity then return 'full' end
+  end
+  redis.call(command, KEYS[2], message)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  if handing then
+    redis.call('HSET', KEYS[1], 'hand', '1')
+    wake(reader, 'M')
+  end
+  return 'ok'
+end
+"""
+)
+
+#: Open (create or check the password) and, unless ARGV[4] is "open", read.
+#: ARGV: expected digest, digest to create with ("" = do not create), ttl ms,
+#: mode: "open" (no touch, no read), "read" (read without waiting, unless the
+#: oldest message is held for an earlier GET) or "wait" (read, or else register
+#: as the waiting reader), index score reserved for a new inbox, the GET's token
+#: (a message taken is held for it; see SETTLE).
+#: → {"missing"} | {"password", stored} | {"ok", 0}
+#:   | {"message", score, m} | {"empty", score} | {"waiting", score}
+_ENTER_LUA = (
+    _COMMON
+    + """
+local stored = redis.call('HGET', KEYS[1], 'pw')
+if not stored then
+  if ARGV[2] == '' then return {'missing'} end
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'pw', ARGV[2], 'ix', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+elseif not same(stored, ARGV[1]) then
+  return {'password', stored}
+end
+local mode = ARGV[4]
+if mode == 'open' then return {'ok', 0} end
+local old = redis.call('HGET', KEYS[1], 'reader')
+if old then
+  -- newest reader wins: the older one, wherever it waits, answers 204
+  wake(old, 'S')
+  redis.call('HDEL', KEYS[1], 'reader', 'hand')
+end
+-- behind a held message (an earlier GET's, not settled yet) nothing is taken:
+-- it may come back to the front; a waiting reader is woken once it is settled
+-- (a GET that does not wait for messages waits for that one)
+local message = false
+local held = holder()
+if not held then message = take(ARGV[6]) end
+local waits = not message and (mode == 'wait' or held)
+if waits then redis.call('HSET', KEYS[1], 'reader', ARGV[6]) end
+local score = expire(ARGV[3])
+if message then return {'message', score, message} end
+if waits then return {'waiting', score} end
+return {'empty', score}
+"""
+)
+
+#: Queue a message; wake the waiting reader if there is one.
+#: ARGV: encoded message, capacity. → "ok" | "missing" | "full"
+_SEND_LUA = (
+    _COMMON
+    + """
+return push('RPUSH', ARGV[1], tonumber(ARGV[2]))
+"""
+)
+
+#: A woken reader takes the oldest message, if it is still the inbox's reader
+#: (and no earlier GET's message is held). The message is held for it: see SETTLE.
+#: ARGV: token, ttl ms. → {"message", score, m} | {"waiting", 0} | {"superseded", 0}
+_CLAIM_LUA = (
+    _COMMON
+    + """
+if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded', 0} end
+if holder() then return {'waiting', 0} end
+local message = take(ARGV[1])
+if not message then return {'waiting', 0} end
+redis.call('HDEL', KEYS[1], 'reader', 'hand')
+return {'message', expire(ARGV[2]), message}
+"""
+)
+
+#: A reader stops waiting (timeout, client gone, superseded, shutdown): the GET
+#: finished, so the inbox's clock restarts, unless a newer reader now waits.
+#: ARGV: token, ttl ms. → index score or 0
+_LEAVE_LUA = (
+    _COMMON
+    + """
+local reader = redis.call('HGET', KEYS[1], 'reader')
+if reader == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'reader', 'hand')
+  reader = false
+end
+if not reader and redis.call('EXISTS', KEYS[1]) == 1 then return expire(ARGV[2]) end
+return 0
+"""
+)
+
+#: Keep the inbox of a waiting reader alive; also tells the reader what it missed.
+#: ARGV: token, ttl ms. → {"ok" | "message" | "superseded", index score or 0}
+_REFRESH_LUA = (
+    _COMMON
+    + """
+if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded', 0} end
+local score = expire(ARGV[2])
+if not holder() and redis.call('LLEN', KEYS[2]) > 0 then return {'message', score} end
+return {'ok', score}
+"""
+)
+
+#: The GET a message was held for is done with it: ARGV[2] "keep" (its client
+#: was there: the message is delivered) or "back" (its client left: the message
+#: goes back to the front of the queue). Then a reader waiting behind the hold
+#: is woken if there is a message for it.
+#: ARGV: token, "keep" | "back". → 1, or 0 if no message is held for this token
+_SETTLE_LUA = (
+    _COMMON
+    + """
+local held = redis.call('HMGET', KEYS[1], 'held', 'hm')
+if held[1] ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'held', 'hdl', 'hm')
+if ARGV[2] == 'back' then put_back(held[2]) end
+local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
+if state[1] and not state[2] and redis.call('LLEN', KEYS[2]) > 0 then
+  redis.call('HSET', KEYS[1], 'hand', '1')
+  wake(state[1], 'M')
+end
+return 1
+"""
+)
+
+#: Put back, at the front, a message whose delivery failed (no capacity check).
+#: ARGV: encoded message. → "ok" | "missing"
+_REQUEUE_LUA = (
+    _COMMON
+    + """
+return push('LPUSH', ARGV[1], nil)
+"""
+)
+
+_INDEX_COMMON = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function ms(value) return string.format('%.0f', value) end
+local function prune()
+  -- at most 1000 per call, so one call never stalls Redis after a mass expiry
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ms(now), 'LIMIT', 0, 1000)
+  if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+end
+local function live()
+  return redis.call('ZCOUNT', KEYS[1], '(' .. ms(now), '+inf')
+end
+"""
+
+#: Make room for a new inbox in the global index, or refuse (max-inboxes).
+#: KEYS: index. ARGV: name, max inboxes, ttl ms. → the entry's score, or 0 when full
+_RESERVE_LUA = (
+    _INDEX_COMMON
+    + """
+prune()
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and live() >= tonumber(ARGV[2]) then return 0 end
+local ttl = tonumber(ARGV[3])
+local score = now + ttl + math.floor(ttl / 2)
+redis.call('ZADD', KEYS[1], ms(score), ARGV[1])
+return score
+"""
+)
+
+#: Record a later score for an indexed inbox (the score an inbox script returned).
+#: KEYS: index. ARGV: name, score. → 0 | 1
+_TOUCH_LUA = """
+return redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', ARGV[2], ARGV[1])
+"""
+
+#: How many inboxes live. KEYS: index. → count
+_COUNT_LUA = (
+    _INDEX_COMMON
+    + """
+prune()
+return live()
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script and its SHA1, run with EVALSHA (loaded again if Redis lost it)."""
+
+    source: bytes
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        raw = source.encode()
+        return cls(raw, hashlib.sha1(raw).hexdigest())
+
+
+ENTER = Script.of(_ENTER_LUA)
+SEND = Script.of(_SEND_LUA)
+CLAIM = Script.of(_CLAIM_LUA)
+LEAVE = Script.of(_LEAVE_LUA)
+REFRESH = Script.of(_REFRESH_LUA)
+REQUEUE = Script.of(_REQUEUE_LUA)
+SETTLE = Script.of(_SETTLE_LUA)
+RESERVE = Script.of(_RESERVE_LUA)
+TOUCH = Script.of(_TOUCH_LUA)
+COUNT = Script.of(_COUNT_LUA)
+SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, SETTLE, RESERVE, TOUCH, COUNT)
+
+#: (script, keys, arguments)
+Call = tuple[Script, Sequence[bytes], Sequence[bytes | int]]

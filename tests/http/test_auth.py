@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inbox_asgi.http.auth import parse_authorization
+from inbox_asgi.mailbox.credentials import Credentials
+from inbox_asgi.mailbox.errors import BadCredentials
+
+
+def encode(raw: bytes, scheme: bytes = b"Basic") -> bytes:
+    return scheme + b" " + base64.b64encode(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"alice:secret", Credentials("alice", "secret")),
+        (b"alice:", Credentials("alice", "")),
+        (b"alice:pa:ss:word", Credentials("alice", "pa:ss:word")),
+        ("zoë:пароль".encode(), Credentials("zoë", "пароль")),
+        (b"a b:c", Credentials("a b", "c")),
+    ],
+)
+def test_valid_credentials(raw: bytes, expected: Credentials) -> None:
+    assert parse_authorization(encode(raw)) == expected
+
+
+def test_scheme_is_case_insensitive() -> None:
+    assert parse_authorization(encode(b"bob:x", b"bAsIc")).username == "bob"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        b"",
+        b"Bearer abc",
+        b"Basic",
+        b"Basic !!!notbase64",
+        b"Basic YWxpY2U",  # bad padding
+        encode(b"no-colon"),
+        encode(b":password"),
+        encode(b"\xff\xfe:pw"),
+        encode(b"alice:\xff"),
+        encode(b"al\x00ice:pw"),
+        encode(b"al\nice:pw"),
+        encode(b"al\x7fice:pw"),
+        encode(b"\x1f:pw"),
+    ],
+)
+def test_malformed_credentials_are_refused(header: bytes | None) -> None:
+    with pytest.raises(BadCredentials):
+        parse_authorization(header)
+
+
+@given(st.binary(max_size=200))
+def test_any_header_parses_or_raises_bad_credentials(header: bytes) -> None:
+    try:
+        credentials = parse_authorization(header)
+    except BadCredentials:
+        return
+    assert credentials.username
+    assert ":" not in credentials.username
+
+
+@given(st.binary(max_size=100))
+def test_any_basic_payload_parses_or_raises_bad_credentials(payload: bytes) -> None:
+    try:
+        credentials = parse_authorization(encode(payload))
+    except BadCredentials:
+        return
+    assert f"{credentials.username}:{credentials.password}".encode() == payload

@@ -1,0 +1,273 @@
+"""The in-memory backend's own rules: expiry order and cost, limits, hand-over."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+
+import anyio
+import pytest
+
+from inbox_asgi.mailbox.credentials import Credentials
+from inbox_asgi.mailbox.errors import InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
+from inbox_asgi.mailbox.interface import Message
+from inbox_asgi.mailbox.memory import EXPIRY_BATCH, MemoryMailbox
+from inbox_asgi.mailbox.passwords import PasswordDigest
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: Clock, **overrides: int) -> MemoryMailbox:
+    options = {"inbox_timeout": 60, "inbox_capacity": 3, "max_inboxes": 1000, **overrides}
+    return MemoryMailbox(clock=clock, **options)
+
+
+async def never() -> None:
+    await anyio.sleep_forever()
+
+
+def me(name: str, password: str = "pw") -> Credentials:
+    return Credentials(name, password)
+
+
+async def test_open_creates_then_checks_password() -> None:
+    box = make(Clock())
+    await box.open(me("a"))
+    await box.open(me("a"))
+    with pytest.raises(WrongPassword):
+        await box.open(me("a", "other"))
+    assert (await box.stats()).inboxes == 1
+
+
+async def test_fifo_and_capacity() -> None:
+    box = make(Clock())
+    await box.open(me("r"))
+    for i in range(3):
+        await box.send("s", "r", Message("s", b"%d" % i))
+    with pytest.raises(InboxFull):
+        await box.send("s", "r", Message("s", b"x"))
+    assert (await box.stats()).queued_messages == 3
+    bodies = [(await box.receive(me("r"), wait=0, disconnected=never)) for _ in range(4)]
+    assert [m.body if m else None for m in bodies] == [b"0", b"1", b"2", None]
+
+
+async def test_send_to_missing_inbox() -> None:
+    with pytest.raises(NoSuchInbox):
+        await make(Clock()).send("s", "nobody", Message("s", b""))
+
+
+async def test_expiry_deletes_unread_inboxes_and_their_messages() -> None:
+    clock = Clock()
+    box = make(clock)
+    await box.open(me("old"))
+    await box.send("x", "old", Message("x", b"lost"))
+    clock.now += 30
+    await box.open(me("young"))
+    clock.now += 31
+    assert box.expire() == 1
+    stats = await box.stats()
+    assert (stats.inboxes, stats.queued_messages) == (1, 0)
+    # The name is free again: a new password claims it.
+    await box.open(me("old", "new-password"))
+
+
+async def test_reading_refreshes_but_sending_does_not() -> None:
+    clock = Clock()
+    box = make(clock)
+    await box.open(me("reader"))
+    await box.open(me("sender"))
+    await box.open(me("target"))
+    clock.now += 50
+    await box.receive(me("reader"), wait=0, disconnected=never)
+    await box.send("sender", "target", Message("sender", b"hi"))
+    clock.now += 20
+    assert box.expire() == 2  # sender and target; the reader read 20 s ago
+    with pytest.raises(NoSuchInbox):
+        await box.send("reader", "sender", Message("reader", b""))
+
+
+async def test_expired_inbox_is_gone_even_before_the_sweep() -> None:
+    clock = Clock()
+    box = make(clock)
+    await box.open(me("a"))
+    clock.now += 61
+    with pytest.raises(NoSuchInbox):
+        await box.send("b", "a", Message("b", b""))
+
+
+async def test_expiry_costs_what_expires_not_all_inboxes() -> None:
+    clock = Clock()
+    box = make(clock, max_inboxes=100_000)
+    for i in range(20_000):
+        await box.open(me(f"stay{i}"))
+    clock.now += 61
+    for i in range(20_000):
+        await box.open(me(f"new{i}"))
+    # Only the expired front is visited: a batch-limited pass stops at its limit.
+    assert box.expire(limit=EXPIRY_BATCH) == EXPIRY_BATCH
+    await box.expire_all()
+    assert (await box.stats()).inboxes == 20_000
+    assert box.expire() == 0
+
+
+async def test_never_expires_while_a_reader_waits() -> None:
+    clock = Clock()
+    box = make(clock)
+    async with anyio.create_task_group() as tasks:
+        results: list[Message | None] = []
+
+        async def read() -> None:
+            results.append(await box.receive(me("r"), wait=1000, disconnected=never))
+
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        clock.now += 500
+        assert box.expire() == 0
+        await box.send("s", "r", Message("s", b"late"))
+    assert [m.body for m in results if m] == [b"late"]
+
+
+async def test_max_inboxes() -> None:
+    clock = Clock()
+    box = make(clock, max_inboxes=2)
+    await box.open(me("a"))
+    await box.open(me("b"))
+    with pytest.raises(TooManyInboxes):
+        await box.open(me("c"))
+    await box.open(me("a"))  # existing inboxes keep working
+    clock.now += 61
+    await box.open(me("c"))  # expired ones make room
+
+
+async def test_hand_over_to_waiting_reader_skips_the_queue() -> None:
+    box = make(Clock(), inbox_capacity=1)
+    async with anyio.create_task_group() as tasks:
+        got: list[Message | None] = []
+
+        async def read() -> None:
+            got.append(await box.receive(me("r"), wait=10, disconnected=never))
+
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        await box.send("s", "r", Message("s", b"1"))  # to the reader, not queued
+        await box.send("s", "r", Message("s", b"2"))  # fills the queue of one
+        with pytest.raises(InboxFull):
+            await box.send("s", "r", Message("s", b"3"))
+    assert [m.body for m in got if m] == [b"1"]
+
+
+async def test_requeue_puts_message_first() -> None:
+    box = make(Clock())
+    await box.open(me("r"))
+    await box.send("s", "r", Message("s", b"second"))
+    await box.requeue("r", Message("s", b"first"))
+    first = await box.receive(me("r"), wait=0, disconnected=never)
+    assert first is not None and first.body == b"first"
+
+
+async def test_cancelled_reader_keeps_a_handed_over_message() -> None:
+    box = make(Clock())
+    async with anyio.create_task_group() as tasks:
+
+        async def read() -> None:
+            await box.receive(me("r"), wait=10, disconnected=never)
+
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        await box.send("s", "r", Message("s", b"keep"))
+        tasks.cancel_scope.cancel()  # the reader dies before it could answer
+    kept = await box.receive(me("r"), wait=0, disconnected=never)
+    assert kept is not None and kept.body == b"keep"
+
+
+async def test_shutdown_answers_waiting_readers() -> None:
+    box = make(Clock())
+    results: list[Message | None] = []
+    with anyio.fail_after(5):  # readers that ignored shutdown would wait 1000 s
+        async with anyio.create_task_group() as tasks:
+            for name in ("a", "b", "c"):
+
+                async def read(name: str = name) -> None:
+                    results.append(await box.receive(me(name), wait=1000, disconnected=never))
+
+                tasks.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            assert (await box.stats()).waiting_readers == 3
+            box.shutdown()
+    assert results == [None, None, None]
+    assert await box.receive(me("a"), wait=1000, disconnected=never) is None
+
+
+async def test_mass_expiry_gives_the_table_back() -> None:
+    clock = Clock()
+    box = make(clock, max_inboxes=100_000)
+    for i in range(50_000):
+        await box.open(me(f"p{i}"))
+    grown = sys.getsizeof(box._inboxes)
+    clock.now += 61
+    await box.expire_all()
+    assert (await box.stats()).inboxes == 0
+    assert sys.getsizeof(box._inboxes) < grown / 100
+
+
+async def test_no_expiry_between_hand_over_and_the_readers_take() -> None:
+    clock = Clock()
+    box = make(clock)
+    got: list[Message | None] = []
+    async with anyio.create_task_group() as tasks:
+
+        async def read() -> None:
+            got.append(await box.receive(me("r"), wait=1000, disconnected=never))
+
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        clock.now += 500
+        await box.send("s", "r", Message("s", b"answered 200"))
+        # An expiry pass runs before the woken reader gets to take its message.
+        assert box.expire() == 0
+    assert [m.body for m in got if m] == [b"answered 200"]
+
+
+async def test_the_digest_runs_once_per_credentials_object_and_keeps_no_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks: list[str] = []
+    matches = PasswordDigest.matches
+
+    def counting(self: PasswordDigest, password: str) -> bool:
+        checks.append(password)
+        return matches(self, password)
+
+    monkeypatch.setattr(PasswordDigest, "matches", counting)
+    box = make(Clock())
+    first = me("alice", "secret")
+    await box.open(first)  # creates: digest made, not checked
+    await box.open(first)
+    await box.open(first)
+    assert checks == []  # the same object (auth's cache hands out one per header): no digest
+    with pytest.raises(WrongPassword):
+        await box.open(me("alice", "guess"))
+    assert checks == ["guess"]
+    alive = weakref.ref(first)
+    del first
+    gc.collect()
+    assert alive() is None  # the inbox holds no reference that keeps a password in clear
+    await box.open(me("alice", "secret"))  # a new object is checked again
+    assert checks == ["guess", "secret"]
+
+
+async def test_nothing_is_taken_for_a_client_already_gone() -> None:
+    box = make(Clock())
+    await box.open(me("r"))
+    await box.send("s", "r", Message("s", b"keep"))
+    assert await box.receive(me("r"), wait=0, disconnected=never, gone=lambda: True) is None
+    assert await box.receive(me("r"), wait=0, disconnected=never) == Message("s", b"keep")
