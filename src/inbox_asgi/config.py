@@ -120,9 +120,13 @@ class Settings:
         _positive(float),
         "seconds without a read before an inbox is deleted",
     )
-    inbox_capacity: int = _option("100", _positive(int), "most messages one inbox holds")
+    inbox_capacity: int = _option(
+        "100", _non_negative(int), "most messages one inbox holds (0: only hand-off to a waiting reader)"
+    )
     long_polling: bool = _option("true", parse_bool, "GET waits for a message", flag=True)
-    max_body_size: int = _option("10240", _non_negative(int), "largest message, bytes")
+    max_body_size: int = _option(
+        "10240", _non_negative(int), "largest message, bytes (its Content-Type included)"
+    )
     max_header_size: int = _option("1048576", _positive(int), "largest request head, bytes (431 beyond)")
     public: str = _option("public", str, "static directory (bundled demo if missing)")
     cors: tuple[str, ...] = _option(
@@ -141,8 +145,19 @@ class Settings:
         _positive(int),
         "most inboxes held at once (503 for new names beyond)",
     )
+    max_header_count: int = _option("100", _positive(int), "most header lines in a request head (431 beyond)")
+    max_queued_bytes: int = _option(
+        "268435456",
+        _positive(int),
+        "most bytes all queued messages hold together, overhead included (503 for new messages beyond)",
+    )
+    max_inboxes_per_ip: int = _option(
+        "1000",
+        _non_negative(int),
+        "most inboxes created from one client IP (IPv6: one /64) held at once, 0 for no limit (429 beyond)",
+    )
     header_timeout: float = _option(
-        "10", _positive(float), "seconds a client gets to send a request head (slow clients are cut)"
+        "10", _positive(float), "seconds a client gets to send a request head or finish a TLS handshake"
     )
     body_timeout: float = _option(
         "10", _positive(float), "seconds a client gets to send a POST body (408 beyond)"
