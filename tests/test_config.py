@@ -75,7 +75,9 @@ def test_env_round_trip() -> None:
     ("values", "message"),
     [
         ({"max-body-size": "-1"}, "max-body-size"),
-        ({"inbox-capacity": "0"}, "inbox-capacity"),
+        ({"inbox-capacity": "-1"}, "inbox-capacity"),
+        ({"max-queued-bytes": "0"}, "max-queued-bytes"),
+        ({"max-header-count": "0"}, "max-header-count"),
         ({"inbox-timeout": "soon"}, "inbox-timeout"),
         ({"https": "maybe"}, "https"),
         ({"bind": "nowhere"}, "bind"),
