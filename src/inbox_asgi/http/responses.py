@@ -12,10 +12,13 @@ from inbox_asgi.mailbox.errors import (
     InboxError,
     InboxFull,
     MalformedQuery,
+    MalformedRequest,
     MissingRecipient,
     NoSuchInbox,
     RateLimited,
+    StoreFull,
     TooManyInboxes,
+    TooManyInboxesFromClient,
     WrongPassword,
 )
 
@@ -24,6 +27,7 @@ _RETRY_SOON = [(b"retry-after", b"1")]
 
 #: Every domain error's status code and extra headers, in one place.
 ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
+    MalformedRequest: (400, []),
     MalformedQuery: (400, []),
     MissingRecipient: (400, []),
     BadCredentials: (401, _CHALLENGE),
@@ -31,7 +35,9 @@ ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
     NoSuchInbox: (404, []),
     BodyTooLarge: (413, []),
     RateLimited: (429, _RETRY_SOON),
+    TooManyInboxesFromClient: (429, [(b"retry-after", b"5")]),
     InboxFull: (503, _RETRY_SOON),
+    StoreFull: (503, _RETRY_SOON),
     TooManyInboxes: (503, [(b"retry-after", b"5")]),
     BackendUnavailable: (503, [(b"retry-after", b"2")]),
 }

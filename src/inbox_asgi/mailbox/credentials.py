@@ -9,6 +9,9 @@ from dataclasses import dataclass
 class Credentials:
     username: str
     password: str
+    #: The client network the request came from (an IPv4 address, or the /64 of an
+    #: IPv6 one), for -max-inboxes-per-ip; empty when unknown (no limit applies).
+    network: str = ""
 
     @property
     def username_bytes(self) -> bytes:

@@ -1,7 +1,8 @@
 """Domain errors raised by the mailbox and the request parsers.
 
-They know nothing about HTTP: `app.py` maps each one to a status code in one
-place, so a backend or parser never decides what the client sees.
+They know nothing about HTTP: `inbox_asgi.http.responses.ERROR_STATUS` maps each
+one to a status code in one place, so a backend or parser never decides what the
+client sees.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class WrongPassword(InboxError):
     reason = "wrong password for this inbox"
 
 
+class MalformedRequest(InboxError):
+    reason = "malformed request"
+
+
 class MalformedQuery(InboxError):
     reason = "malformed query string"
 
@@ -48,6 +53,14 @@ class InboxFull(InboxError):
 
 class TooManyInboxes(InboxError):
     reason = "server holds too many inboxes, retry later"
+
+
+class TooManyInboxesFromClient(InboxError):
+    reason = "too many inboxes created from this address, retry later"
+
+
+class StoreFull(InboxError):
+    reason = "server holds too many queued message bytes, retry later"
 
 
 class RateLimited(InboxError):
