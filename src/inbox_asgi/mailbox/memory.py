@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -45,14 +44,10 @@ class Reader:
 
 
 class Inbox:
-    __slots__ = ("password", "promised", "queue", "reader", "reads", "touched", "verified")
+    __slots__ = ("password", "promised", "queue", "reader", "reads", "touched")
 
-    def __init__(self, password: PasswordDigest, credentials: Credentials, now: float) -> None:
+    def __init__(self, password: PasswordDigest, now: float) -> None:
         self.password = password
-        #: The last credentials that matched. auth's cache hands out one object per
-        #: Authorization header, so a client's repeated requests skip the digest. A
-        #: weak reference: the inbox never keeps a password alive in clear.
-        self.verified = weakref.ref(credentials)
         # A list, not a deque: an empty deque costs ~600 bytes, an empty list 56, and
         # with at most inbox-capacity entries pop(0) is as cheap as popleft.
         self.queue: list[Message] = []
@@ -240,13 +235,11 @@ class MemoryMailbox:
                 self.expire(limit=EXPIRY_BATCH) == 0 or len(self._inboxes) >= self.max_inboxes
             ):
                 raise TooManyInboxes
-            inbox = Inbox(PasswordDigest.of(credentials.password), credentials, now)
+            inbox = Inbox(PasswordDigest.of(credentials.password), now)
             self._inboxes[credentials.username] = inbox
             self._high_water = max(self._high_water, len(self._inboxes))
-        elif inbox.verified() is not credentials:
-            if not inbox.password.matches(credentials.password):
-                raise WrongPassword
-            inbox.verified = weakref.ref(credentials)
+        elif not inbox.password.matches(credentials.password):
+            raise WrongPassword
         return inbox
 
     def _touch(self, name: str, inbox: Inbox) -> None:
