@@ -271,3 +271,24 @@ async def test_nothing_is_taken_for_a_client_already_gone() -> None:
     await box.send("s", "r", Message("s", b"keep"))
     assert await box.receive(me("r"), wait=0, disconnected=never, gone=lambda: True) is None
     assert await box.receive(me("r"), wait=0, disconnected=never) == Message("s", b"keep")
+
+
+async def test_capacity_zero_only_hands_over_and_a_requeue_still_fits() -> None:
+    box = make(Clock(), inbox_capacity=0)
+    await box.open(me("r"))
+    with pytest.raises(InboxFull):
+        await box.send("s", "r", Message("s", b"nobody waits"))
+    got: list[Message | None] = []
+    async with anyio.create_task_group() as tasks:
+
+        async def read() -> None:
+            got.append(await box.receive(me("r"), wait=10, disconnected=never))
+
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        await box.send("s", "r", Message("s", b"handed"))
+        with pytest.raises(InboxFull):  # no reader waits any more
+            await box.send("s", "r", Message("s", b"too late"))
+    assert got == [Message("s", b"handed")]
+    await box.requeue("r", Message("s", b"handed"))  # its delivery failed: it goes back regardless
+    assert await box.receive(me("r"), wait=0, disconnected=never) == Message("s", b"handed")

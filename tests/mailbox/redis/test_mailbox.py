@@ -212,6 +212,22 @@ async def test_capacity_is_global_and_a_hand_over_does_not_count(redis_server: R
         assert await b.receive(me("r"), wait=0, disconnected=never) is None
 
 
+async def test_capacity_zero_only_hands_over_and_a_requeue_still_fits(redis_server: RedisServer) -> None:
+    async with mailboxes(redis_server, inbox_capacity=0) as (a, b), anyio.create_task_group() as tasks:
+        await a.open(me("r"))
+        with pytest.raises(InboxFull):
+            await b.send("s", "r", Message("s", b"nobody waits"))
+        reader = await start_reader(tasks, a, "r")
+        await b.send("s", "r", Message("s", b"handed"))
+        with pytest.raises(InboxFull):  # a message is on its way to the reader: nothing more
+            await b.send("s", "r", Message("s", b"too late"))
+        with anyio.fail_after(2):
+            await reader.done.wait()
+        assert reader.result == Message("s", b"handed")
+        await b.requeue("r", Message("s", b"handed"))  # its delivery failed: it goes back regardless
+        assert await a.receive(me("r"), wait=0, disconnected=never) == Message("s", b"handed")
+
+
 async def test_send_to_a_missing_inbox(redis_server: RedisServer) -> None:
     async with mailboxes(redis_server, count=1) as (a,):
         with pytest.raises(NoSuchInbox):

@@ -106,6 +106,8 @@ local function push(command, message, capacity)
   local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
   local reader, hand = state[1], state[2]
   local handing = reader and not hand and not holder()
+  -- capacity is nil for a put-back (never refused); 0 is true in Lua, so
+  -- -inbox-capacity 0 refuses everything but a hand-off, as intended
   if capacity and not handing then
     local queued = redis.call('LLEN', KEYS[2])
     if hand then queued = queued - 1 end
