@@ -4,7 +4,7 @@
     .venv/bin/python bench/ab.py /tmp/before/src src [--connections 50] [--rounds 6]
 
 Both servers run side by side and are loaded in turn, exactly as `run.py`
-compares servers (its `compare`, pinned, A B then B A ...), so they share the
+compares servers (harness.py's `compare`, pinned, A B then B A ...), so they share the
 machine's noise; it prints each run and the medians' ratio B/A.
 """
 
@@ -13,16 +13,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-import run
+import harness
+from scenarios.pairs import pairs_requests
 
 
-def server(name: str, source: str) -> run.Server:
-    port = run.free_port()
+def server(name: str, source: str) -> harness.Server:
+    port = harness.free_port()
     argv = [
         "env", f"PYTHONPATH={source}", sys.executable, "-m", "inbox_asgi", "-https=false",
         "-bind", f"127.0.0.1:{port}", "-log-level", "warning", "-long-polling=false",
     ]  # fmt: skip
-    return run.Server(name, argv, port)
+    return harness.Server(name, argv, port)
 
 
 def main() -> None:
@@ -35,12 +36,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=6)
     args = parser.parse_args()
-    stream, create = run.pairs_requests()
-    runs = run.compare(
+    stream, create = pairs_requests()
+    runs = harness.compare(
         lambda: [server("A", args.a), server("B", args.b)],
-        stream, 2, [args.connections], args, lambda each: run.run_setup(each, create),
+        stream, 2, [args.connections], args, lambda each: harness.run_setup(each, create),
     )  # fmt: skip
-    rows = {row["server"]: row for row in run.summarise(runs, "B", ["A"])}
+    rows = {row["server"]: row for row in harness.summarise(runs, "B", ["A"])}
     a, b = rows["A"], rows["B"]
     if a["errors"] or b["errors"]:
         sys.exit("a run had non-2xx responses or socket errors: the comparison is invalid")

@@ -39,7 +39,7 @@ from typing import Any
 import uvicorn
 import uvloop
 from reference_apps import inbox_asgi_options, raw_app, starlette_app
-from run import pairs_requests
+from scenarios.pairs import pairs_requests
 from uvicorn.server import ServerState
 
 from inbox_asgi.app import create_app

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from client import Connection
-from run import BENCH, VENV_BIN, free_port, pairs_requests
+from harness import BENCH, VENV_BIN, free_port
+from scenarios.pairs import pairs_requests
 
 
 def callgrind_total(pid: int) -> int:
