@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -35,11 +35,12 @@ async def until(check: Callable[[], object], within: float = 5.0) -> None:
 
 
 class RedisServer:
-    """`redis-server` on 127.0.0.1:<free port> with its files in `directory`."""
+    """`redis-server` on 127.0.0.1:<free port> with its files in `directory`, plus command-line `options`."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, options: Sequence[str] = ()) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.options = tuple(options)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +67,7 @@ class RedisServer:
             "--dir", str(self.directory),
             "--dbfilename", f"dump-{self.port}.rdb",
             "--logfile", str(self.log_path),
+            *self.options,
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 

@@ -42,6 +42,7 @@ def build_mailbox(settings: Settings) -> Mailbox:
         inbox_capacity=settings.inbox_capacity,
         max_inboxes=settings.max_inboxes,
         cleanup_interval=settings.cleanup_interval,
+        max_queued_bytes=settings.max_queued_bytes,
     )
 
 

@@ -7,12 +7,16 @@ tests/mailbox/redis/test_mailbox.py) and is tested here and in test_memory.py.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
 
 from ..conftest import ClientFactory
-from ..support import basic
+from ..support import RawConnection, ServerProcess, basic
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +46,7 @@ async def test_capacity_zero_only_hands_messages_to_a_waiting_reader(make_client
             got: list[httpx.Response] = []
             async with anyio.create_task_group() as tasks:
 
-                async def read() -> None:
+                async def read(got: list[httpx.Response] = got) -> None:
                     got.append(await get(client, "r"))
 
                 tasks.start_soon(read)
@@ -51,3 +55,38 @@ async def test_capacity_zero_only_hands_messages_to_a_waiting_reader(make_client
                 # The reader was handed a message and waits no more: the next one is refused.
                 assert (await post(client, "s", "r", b"too late")).status_code == 503
             assert (got[0].status_code, got[0].content) == (200, body)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_flood_gets_503_beyond_max_queued_bytes_and_memory_stays_bounded(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    """Over the wire: 1000 messages of 64 KiB (62.5 MiB) into a server that may queue 4 MiB.
+
+    Without the limit the server's RSS grows by the whole flood (measured: +125 MiB
+    for 2000 such messages); with it, by about the limit.
+    """
+    cap_mib, body = 4, b"x" * 65536
+    server = real_server("-max-queued-bytes", str(cap_mib << 20), "-max-body-size", "65536", tls=False)
+    connection = await RawConnection.open(server)
+    recipients = 50  # 5000 places at the default capacity: the byte limit is what refuses
+    for i in range(recipients):
+        assert (await connection.request("POST", "/inbox?to=nobody", basic(f"r{i}"))).status == 404
+    before = rss_mib(server.process.pid)
+    statuses: Counter[int] = Counter()
+    for n in range(1000):
+        response = await connection.request("POST", f"/inbox?to=r{n % recipients}", basic("s"), body)
+        statuses[response.status] += 1
+        if response.status == 503:
+            assert response.headers[b"retry-after"] and b"queued message bytes" in response.body
+    await connection.close()
+    grown = rss_mib(server.process.pid) - before
+    assert set(statuses) == {200, 503}
+    assert statuses[200] * len(body) <= cap_mib << 20 < (statuses[200] + 1) * (len(body) + 300)
+    assert grown < cap_mib + 12, f"RSS grew by {grown:.1f} MiB"

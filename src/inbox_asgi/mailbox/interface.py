@@ -37,6 +37,8 @@ class MailboxStats:
     queued_messages: int
     #: Inboxes deleted for inactivity since start (0 where the store expires them itself).
     expired_inboxes: int = 0
+    #: What queued messages count against -max-queued-bytes (0 where Redis holds them).
+    queued_bytes: int = 0
 
 
 class Mailbox(Protocol):

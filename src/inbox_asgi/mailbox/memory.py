@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -11,9 +12,10 @@ import anyio
 import anyio.lowlevel
 
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import InboxFull, NoSuchInbox, TooManyInboxes, WrongPassword
+from inbox_asgi.mailbox.errors import InboxFull, NoSuchInbox, StoreFull, TooManyInboxes, WrongPassword
 from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
 from inbox_asgi.mailbox.passwords import PasswordDigest
+from inbox_asgi.mailbox.quotas import message_size
 
 #: Inboxes deleted per expiry step before yielding, so mass expiry never stalls the loop.
 EXPIRY_BATCH = 500
@@ -65,6 +67,12 @@ class MemoryMailbox:
     Because the inbox timeout is the same for all, the dict's front is always
     the next to expire: an expiry pass pops from the front and stops at the
     first live inbox, so it costs what expires, never a scan of all inboxes.
+
+    Queued messages together hold at most `max_queued_bytes` (see
+    `quotas.message_size`): a message beyond it is refused with StoreFull,
+    unless it is handed straight to a waiting reader (like capacity, the limit
+    is on what waits in queues) or put back after a failed delivery (a
+    message accepted is never lost).
     """
 
     def __init__(
@@ -74,16 +82,19 @@ class MemoryMailbox:
         inbox_capacity: int,
         max_inboxes: int,
         cleanup_interval: float = 1.0,
+        max_queued_bytes: int = sys.maxsize,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inbox_timeout = inbox_timeout
         self.inbox_capacity = inbox_capacity
         self.max_inboxes = max_inboxes
         self.cleanup_interval = cleanup_interval
+        self.max_queued_bytes = max_queued_bytes
         self.clock = clock
         self._inboxes: OrderedDict[str, Inbox] = OrderedDict()
         self._readers: set[Reader] = set()
         self._queued = 0
+        self._queued_bytes = 0
         self._expired = 0
         self._high_water = 0
         self._closed = False
@@ -98,12 +109,17 @@ class MemoryMailbox:
         if inbox is None:
             raise NoSuchInbox
         reader = inbox.reader
-        if reader is None and len(inbox.queue) - inbox.promised >= self.inbox_capacity:
-            raise InboxFull
+        size = message_size(message)
+        if reader is None:
+            if len(inbox.queue) - inbox.promised >= self.inbox_capacity:
+                raise InboxFull
+            if self._queued_bytes + size > self.max_queued_bytes:
+                raise StoreFull
         # For a waiting reader the message only passes through the queue: the
         # reader takes it from there, and only if its client is still connected.
         inbox.queue.append(message)
         self._queued += 1
+        self._queued_bytes += size
         if reader is not None:
             inbox.reader = None
             inbox.promised += 1
@@ -147,15 +163,18 @@ class MemoryMailbox:
         # Nothing is taken for a client already gone, woken or not (it may have left
         # before its GET was even served).
         if inbox.queue and not gone() and self._inboxes.get(name) is inbox:
+            message = inbox.queue.pop(0)
             self._queued -= 1
-            return inbox.queue.pop(0)
+            self._queued_bytes -= message_size(message)
+            return message
         return None
 
     async def requeue(self, recipient: str, message: Message) -> None:
         inbox = self._inboxes.get(recipient)
         if inbox is not None:
-            inbox.queue.insert(0, message)
+            inbox.queue.insert(0, message)  # over any limit: a message accepted is never lost
             self._queued += 1
+            self._queued_bytes += message_size(message)
             if inbox.reader is not None:
                 reader, inbox.reader = inbox.reader, None
                 reader.wake(has_mail=True)
@@ -184,7 +203,9 @@ class MemoryMailbox:
             reader.wake()
 
     async def stats(self) -> MailboxStats:
-        return MailboxStats(len(self._inboxes), len(self._readers), self._queued, self._expired)
+        return MailboxStats(
+            len(self._inboxes), len(self._readers), self._queued, self._expired, self._queued_bytes
+        )
 
     async def aclose(self) -> None:
         self.shutdown()
@@ -208,7 +229,7 @@ class MemoryMailbox:
                 inboxes.move_to_end(name)
                 continue
             del inboxes[name]
-            self._queued -= len(inbox.queue)
+            self._forget(inbox)
             expired += 1
         self._expired += expired
         return expired
@@ -223,10 +244,16 @@ class MemoryMailbox:
         ):
             # Expired but not yet swept: behave exactly as if the sweep had run.
             del self._inboxes[name]
-            self._queued -= len(inbox.queue)
+            self._forget(inbox)
             self._expired += 1
             return None
         return inbox
+
+    def _forget(self, inbox: Inbox) -> None:
+        """Uncount a deleted inbox's messages."""
+        if inbox.queue:
+            self._queued -= len(inbox.queue)
+            self._queued_bytes -= sum(map(message_size, inbox.queue))
 
     def _open(self, credentials: Credentials, now: float) -> Inbox:
         inbox = self._lookup(credentials.username, now)

@@ -11,21 +11,25 @@ from __future__ import annotations
 import base64
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 import redis
 from redis.crc import key_slot
 
-from inbox_asgi.config import ConfigError, redact
+from inbox_asgi.app import create_app
+from inbox_asgi.config import ConfigError, Settings, redact
 from inbox_asgi.mailbox.credentials import Credentials
 from inbox_asgi.mailbox.errors import (
     BackendUnavailable,
     InboxFull,
     NoSuchInbox,
+    StoreFull,
     TooManyInboxes,
     WrongPassword,
 )
@@ -36,7 +40,9 @@ from inbox_asgi.mailbox.redis.connection import MAX_CONNECTIONS, check_connectio
 from inbox_asgi.mailbox.redis.mailbox import RedisMailbox
 from inbox_asgi.mailbox.redis.scripts import CLAIM, ENTER, SETTLE
 
+from ...conftest import PUBLIC
 from ...redis_support import RedisServer, until
+from ...support import basic
 
 pytestmark = pytest.mark.anyio
 
@@ -564,6 +570,90 @@ async def test_a_stalled_redis_is_503_within_the_socket_timeout(own_redis: Redis
             return True
 
         await until(works, within=5)
+
+
+# -- Redis full (maxmemory) ------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis for one test with little room: 4 MB, refusing writes beyond (noeviction)."""
+    server = RedisServer(tmp_path, options=("--maxmemory", "4mb", "--maxmemory-policy", "noeviction"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.kill()
+
+
+async def fill(box: RedisMailbox, recipient: str, body: bytes) -> int:
+    """Send until Redis is out of memory; how many went in."""
+    sent = 0
+    with anyio.fail_after(10), pytest.raises(StoreFull):
+        while True:
+            await box.send("s", recipient, Message("s", body))
+            sent += 1
+    return sent
+
+
+async def test_redis_out_of_memory_is_store_full_and_queues_still_drain(small_redis: RedisServer) -> None:
+    body = b"x" * 10_000
+    async with mailboxes(small_redis, inbox_capacity=100_000) as (a, b):
+        await a.open(me("r"))
+        await a.open(me("w"))
+        sent = await fill(b, "r", body)
+        assert 0 < sent < 1000
+        sent += await fill(a, "r", body)  # still full (a send may slip in as Redis frees a buffer)
+        async with anyio.create_task_group() as tasks:  # a hand-off goes through all the same
+            reader = await start_reader(tasks, a, "w")
+            await b.send("s", "w", Message("s", b"handed"))
+            with anyio.fail_after(2):
+                await reader.done.wait()
+        assert reader.result == Message("s", b"handed")
+        first = await a.receive(me("r"), wait=0, disconnected=never)
+        assert first is not None
+        await b.requeue("r", first)  # a put-back is never refused
+        received = 0
+        while await a.receive(me("r"), wait=0, disconnected=never) is not None:
+            received += 1
+        assert received == sent  # every message accepted came out, once
+        await b.send("s", "r", Message("s", body))  # and there is room again
+
+
+async def test_redis_out_of_memory_is_503_over_http_never_500(small_redis: RedisServer) -> None:
+    settings = Settings(
+        redis_url=small_redis.url, inbox_capacity=100_000, long_polling=False, public=str(PUBLIC)
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        assert (await client.get("/inbox", headers=basic("r"))).status_code == 204
+        with anyio.fail_after(10):
+            while True:
+                response = await client.post("/inbox?to=r", headers=basic("s"), content=b"x" * 10_000)
+                if response.status_code != 200:
+                    break
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] and "queued message bytes" in response.text
+        assert (await client.get("/inbox", headers=basic("r"))).status_code == 200  # reading drains
+
+
+def test_check_connection_warns_when_redis_memory_is_unbounded(
+    redis_server: RedisServer, small_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    check_connection(small_redis.url)
+    assert "maxmemory" not in caplog.text
+    check_connection(redis_server.url)  # the session's Redis has no maxmemory
+    assert "Redis has no maxmemory" in caplog.text
+    caplog.clear()
+    with small_redis.client() as client:
+        client.config_set("maxmemory-policy", "allkeys-lru")
+    check_connection(small_redis.url)
+    assert "maxmemory-policy allkeys-lru" in caplog.text
 
 
 def test_check_connection(redis_server: RedisServer) -> None:

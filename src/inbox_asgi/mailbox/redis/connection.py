@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from typing import Any
 
 from inbox_asgi.config import ConfigError, redact
 from inbox_asgi.mailbox.redis.scripts import SCRIPTS
@@ -20,6 +22,8 @@ SOCKET_TIMEOUT = 2.0
 MIN_REDIS_VERSION = (6, 2)
 #: Most Redis connections one process opens (plus its subscription).
 MAX_CONNECTIONS = 64
+
+logger = logging.getLogger("inbox_asgi.redis")
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -58,6 +62,7 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
     try:
         with client:
             version = str(client.info("server").get("redis_version", "0"))
+            memory = client.info("memory")
             for script in SCRIPTS:
                 client.script_load(script.source)
     except RedisError as error:
@@ -69,4 +74,22 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
         raise ConfigError(
             f"-redis-url: Redis {version} at {redact(url)} is too old: inbox-asgi needs Redis "
             f"{'.'.join(map(str, MIN_REDIS_VERSION))} or later"
+        )
+    warn_about_memory(memory)
+
+
+def warn_about_memory(memory: dict[str, Any]) -> None:
+    """Warn when Redis cannot bound queued messages (in Redis mode maxmemory does, not -max-queued-bytes)."""
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if not int(memory.get("maxmemory", 0)):
+        logger.warning(
+            "Redis has no maxmemory: in Redis mode nothing bounds the bytes of queued messages "
+            "(-max-queued-bytes applies to the in-memory mode); "
+            "set maxmemory, with maxmemory-policy noeviction"
+        )
+    elif policy != "noeviction":
+        logger.warning(
+            "Redis evicts keys when full (maxmemory-policy %s): inboxes and accepted messages can be lost; "
+            "use maxmemory-policy noeviction (new messages then get 503 when Redis is full)",
+            policy,
         )

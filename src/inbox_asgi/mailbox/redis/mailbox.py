@@ -22,7 +22,17 @@ Same rules as the in-memory backend, across processes:
   expiry time, pruned as entries expire — never a scan);
 - Redis errors become `BackendUnavailable` (503) within the socket timeout;
   a lost subscription is re-established, and every local reader then re-checks
-  its inbox, so no wake-up is lost while the connection was down.
+  its inbox, so no wake-up is lost while the connection was down;
+- queued bytes are bounded by Redis's own `maxmemory` (policy `noeviction`),
+  not by -max-queued-bytes: the messages live in Redis, and a global byte
+  counter would be a key outside the inbox's hash tag that every SEND updates,
+  which Redis Cluster refuses within one script (and a hot key for every
+  process). Over maxmemory Redis refuses the push of a message that would wait
+  in a queue: that is `StoreFull` (503 + Retry-After), as in memory mode, while
+  hand-offs to a waiting reader, put-backs, reads and expiry go on, so queues
+  drain (`scripts.over_maxmemory_too`). `connection.check_connection` warns at
+  start-up when Redis has no maxmemory or evicts keys (evicting would lose
+  accepted messages).
 """
 
 from __future__ import annotations
@@ -33,14 +43,14 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import anyio.lowlevel
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
 
 from inbox_asgi.config import ConfigError, Settings
 from inbox_asgi.mailbox.credentials import Credentials
@@ -48,6 +58,7 @@ from inbox_asgi.mailbox.errors import (
     BackendUnavailable,
     InboxFull,
     NoSuchInbox,
+    StoreFull,
     TooManyInboxes,
     WrongPassword,
 )
@@ -82,6 +93,9 @@ RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
 #: Longest a GET without long polling waits behind a message held for an earlier
 #: GET (settled within milliseconds unless that GET's process died).
 HELD_WAIT = 1.0
+
+#: What `_run` raises: Redis is unreachable or failing, or out of memory.
+StoreError = (BackendUnavailable, StoreFull)
 
 # What a woken reader has to do, in increasing priority.
 _NOTHING, _CHECK, _SUPERSEDED, _CLOSED = range(4)
@@ -207,7 +221,7 @@ class RedisMailbox:
         try:
             with anyio.CancelScope(shield=True):
                 await self._run([call])
-        except BackendUnavailable:
+        except StoreError:
             logger.error("could not put back a message for %r: Redis unavailable", recipient)
 
     async def run(self) -> None:
@@ -227,7 +241,7 @@ class RedisMailbox:
         Queued messages are not counted in Redis mode (that would need a
         global counter updated on every message) and read as 0.
         """
-        with contextlib.suppress(BackendUnavailable):
+        with contextlib.suppress(*StoreError):
             self._inboxes = int((await self._run([(COUNT, (self._index,), ())]))[0])
         return MailboxStats(self._inboxes, self._active, 0)
 
@@ -290,7 +304,7 @@ class RedisMailbox:
                     break
                 if reply[0] == b"superseded":
                     break
-        except BackendUnavailable:
+        except StoreError:
             pass  # the wait ends with 204; the client polls again (and gets 503 until Redis is back)
         except BaseException:
             with anyio.move_on_after(SOCKET_TIMEOUT, shield=True):
@@ -301,7 +315,7 @@ class RedisMailbox:
 
     async def _leave(self, waiter: Waiter) -> None:
         """Best effort: if it fails, the next GET or sender finds a stale token, which is harmless."""
-        with contextlib.suppress(BackendUnavailable):
+        with contextlib.suppress(*StoreError):
             score = (await self._run([(LEAVE, waiter.keys, (waiter.token, self.ttl_ms))]))[0]
             await self._record([(waiter.name, score)])
 
@@ -352,7 +366,7 @@ class RedisMailbox:
         try:
             with anyio.CancelScope(shield=True):
                 await self._run([(SETTLE, keys, (token, outcome))])
-        except BackendUnavailable:
+        except StoreError:
             logger.error("could not settle a held message: Redis unavailable; it is queued again later")
 
     async def _record(self, scores: Sequence[tuple[str, int]]) -> None:
@@ -364,7 +378,7 @@ class RedisMailbox:
         index = (self._index,)
         calls: list[Call] = [(TOUCH, index, (name.encode(), score)) for name, score in scores if score]
         if calls:
-            with contextlib.suppress(BackendUnavailable):
+            with contextlib.suppress(*StoreError):
                 await self._run(calls)
 
     async def _reserve(self, name: str) -> int:
@@ -449,7 +463,7 @@ class RedisMailbox:
             try:
                 with anyio.CancelScope(shield=True):
                     results = await self._run(batch)
-            except BackendUnavailable:
+            except StoreError:
                 logger.error(
                     "could not settle %d delivered message(s): Redis unavailable; "
                     "they are queued again (and delivered twice) when their holds lapse",
@@ -474,7 +488,7 @@ class RedisMailbox:
             calls: list[Call] = [(REFRESH, w.keys, (w.token, self.ttl_ms)) for w in batch]
             try:
                 results = await self._run(calls)
-            except BackendUnavailable:
+            except StoreError:
                 return
             await self._record([(w.name, reply[1]) for w, reply in zip(batch, results, strict=True)])
             for waiter, (status, _) in zip(batch, results, strict=True):
@@ -487,7 +501,10 @@ class RedisMailbox:
     # -- talking to Redis ---------------------------------------------------------------
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """Run scripts in one round trip (loading them if Redis lost them); Redis errors → 503."""
+        """Run scripts in one round trip (loading them if Redis lost them).
+
+        Redis errors → BackendUnavailable (503); Redis out of memory → StoreFull (503).
+        """
         try:
             results = await self._send(calls)
             redo = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
@@ -497,13 +514,18 @@ class RedisMailbox:
                 for i, result in zip(redo, await self._send([calls[i] for i in redo]), strict=True):
                     results[i] = result
         except (RedisError, OSError) as error:
-            await self._outage(error)
-            raise BackendUnavailable from None
+            await self._failed(error)
         for result in results:
             if isinstance(result, Exception):
-                await self._outage(result)
-                raise BackendUnavailable from None
+                await self._failed(result)
         return results
+
+    async def _failed(self, error: BaseException) -> NoReturn:
+        if _out_of_memory(error):
+            self._warn(f"Redis is out of memory (maxmemory), answering 503 to new messages: {error}")
+            raise StoreFull from None
+        await self._outage(error)
+        raise BackendUnavailable from None
 
     async def _send(self, calls: Sequence[Call]) -> list[Any]:
         if len(calls) == 1:
@@ -517,11 +539,15 @@ class RedisMailbox:
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
 
-    async def _outage(self, error: BaseException) -> None:
+    def _warn(self, text: str) -> None:
+        """Log a failure at most every 10 s: during an outage every request would."""
         now = time.monotonic()
         if now - self._last_outage_log > 10:
             self._last_outage_log = now
-            logger.warning("Redis unavailable, answering 503: %s", error)
+            logger.warning("%s", text)
+
+    async def _outage(self, error: BaseException) -> None:
+        self._warn(f"Redis unavailable, answering 503: {error}")
         if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
             await self._drop_idle_connections()
 
@@ -529,3 +555,10 @@ class RedisMailbox:
         """Close pooled connections so none that died with Redis is used when it is back."""
         with contextlib.suppress(RedisError, OSError):
             await self.redis.connection_pool.disconnect(inuse_connections=False)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Redis refused a write over maxmemory (Redis 7 names it OOM; 6.2 wraps it in a script error)."""
+    if isinstance(error, OutOfMemoryError):
+        return True
+    return isinstance(error, ResponseError) and "OOM command not allowed" in str(error)

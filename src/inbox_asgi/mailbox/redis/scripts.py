@@ -37,6 +37,11 @@ the inbox (``ix``) records a new score half an inbox timeout later and returns
 it, and the caller then sends TOUCH. An inbox therefore costs one index update
 per half timeout, not one per request, and the index counts an inbox for at
 most half an inbox timeout after it expired.
+
+Over Redis's ``maxmemory`` (policy ``noeviction``) Redis refuses the push of a
+message that would wait in a queue, and a new inbox's index entry (the caller
+answers 503); whatever drains the store goes on — GETs, hand-offs to a waiting
+reader, put-backs, settles, TTL expiry (see ``over_maxmemory_too``).
 """
 
 from __future__ import annotations
@@ -98,10 +103,19 @@ local function take(token)
   end
   return message
 end
+local function over_maxmemory_too()
+  -- Redis refuses a script's first write that may grow memory (RPUSH, HSET...)
+  -- while over maxmemory, but never stops a script that already wrote. This
+  -- write changes nothing (no field is named '-'), and lets what follows
+  -- through even then.
+  redis.call('HDEL', KEYS[1], '-')
+end
 local function push(command, message, capacity)
   -- RPUSH (send) or LPUSH (put back); a message for a waiting reader that has
   -- none on its way yet is handed to it and does not count against capacity
-  -- (a reader waiting behind a held message is woken when the hold is settled)
+  -- (a reader waiting behind a held message is woken when the hold is settled).
+  -- Only a message that waits in the queue is refused when Redis is out of
+  -- memory (maxmemory): not a hand-off, and never a put-back.
   if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
   local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
   local reader, hand = state[1], state[2]
@@ -113,6 +127,7 @@ local function push(command, message, capacity)
     if hand then queued = queued - 1 end
     if queued >= capacity then return 'full' end
   end
+  if handing or not capacity then over_maxmemory_too() end
   redis.call(command, KEYS[2], message)
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
@@ -147,6 +162,9 @@ elseif not same(stored, ARGV[1]) then
 end
 local mode = ARGV[4]
 if mode == 'open' then return {'ok', 0} end
+-- a GET drains the store, so it goes on when Redis is out of memory: what it
+-- writes (its token, a hold) is bounded by the readers, not by the senders
+over_maxmemory_too()
 local old = redis.call('HGET', KEYS[1], 'reader')
 if old then
   -- newest reader wins: the older one, wherever it waits, answers 204
