@@ -13,15 +13,17 @@ import anyio
 import httpx
 import pytest
 
+from inbox_asgi import client as client_module
 from inbox_asgi.client import (
     InboxClient,
-    InboxFull,
-    Message,
     MessageTooLarge,
+    ReceivedMessage,
     RecipientNotFound,
+    ServerBusy,
     Unauthorized,
     _retry_after,
 )
+from inbox_asgi.mailbox import errors, interface
 
 from .support import ServerProcess
 
@@ -57,7 +59,7 @@ async def test_send_and_receive_keep_bytes_sender_and_content_type(clients: Clie
         await bob.send_json("alice", {"type": "offer", "sdp": "v=0"})
 
         first = await alice.receive(timeout=5)
-        assert first == Message("bøb ✓", b"\x00\xffraw", "application/octet-stream")
+        assert first == ReceivedMessage("bøb ✓", b"\x00\xffraw", "application/octet-stream")
         second = await alice.receive(timeout=5)
         assert second is not None
         assert (second.text(), second.content_type) == ("text ✓", "text/plain; charset=utf-8")
@@ -133,7 +135,7 @@ async def test_full_inbox_is_retried_after_retry_after(clients: Clients) -> None
         alice, bob = client("alice"), client("bob", retry_for=5)
         await alice.receive(timeout=0.1)
         await bob.send("alice", "first")
-        with pytest.raises(InboxFull) as full:
+        with pytest.raises(ServerBusy) as full:
             await client("bob", retry_for=0).send("alice", "refused")
         assert full.value.status == 503
 
@@ -164,6 +166,14 @@ def test_retry_after_reads_seconds_and_dates() -> None:
     assert _retry_after(response("soon"), 9.0) == 9.0
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 < _retry_after(response(later), 9.0) <= 30
+
+
+def test_client_names_differ_from_the_servers_and_old_names_still_work() -> None:
+    public = set(client_module.__all__)
+    assert not public & {name for name in dir(errors) if isinstance(getattr(errors, name), type)}
+    assert not public & set(dir(interface))
+    assert client_module.Message is ReceivedMessage  # the README's name
+    assert client_module.InboxFull is ServerBusy
 
 
 def test_names_with_a_colon_are_refused() -> None:

@@ -7,7 +7,12 @@
             print(message.sender, message.text())
 
 Refusals that retrying cannot fix raise at once (`Unauthorized`, `MessageTooLarge`,
-`RecipientNotFound`); a full inbox (503) is retried after its `Retry-After`.
+`RecipientNotFound`); a full inbox (503) is retried after its `Retry-After`, and
+`ServerBusy` raised once that outlasts `retry_for`.
+
+The names differ from the server's (`inbox_asgi.mailbox`'s `Message` and
+`errors.InboxFull`) so code that uses both never mixes them up; `Message` and
+`InboxFull` remain here as aliases because the README still uses them.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ import httpx
 __all__ = [
     "InboxClient",
     "InboxClientError",
-    "InboxFull",
-    "Message",
     "MessageTooLarge",
+    "ReceivedMessage",
     "RecipientNotFound",
+    "ServerBusy",
     "Unauthorized",
     "UnexpectedResponse",
 ]
@@ -59,7 +64,7 @@ class MessageTooLarge(InboxClientError):
     """413: the message is over the server's `max-body-size`."""
 
 
-class InboxFull(InboxClientError):
+class ServerBusy(InboxClientError):
     """503 that outlasted the retries: the recipient's inbox (or the server) is full."""
 
 
@@ -71,12 +76,12 @@ _ERRORS: dict[int, type[InboxClientError]] = {
     401: Unauthorized,
     404: RecipientNotFound,
     413: MessageTooLarge,
-    503: InboxFull,
+    503: ServerBusy,
 }
 
 
 @dataclass(frozen=True, slots=True)
-class Message:
+class ReceivedMessage:
     """One message read from our inbox: exactly the bytes the sender posted."""
 
     sender: str
@@ -88,6 +93,11 @@ class Message:
 
     def json(self) -> Any:
         return json.loads(self.data)
+
+
+#: The former names, kept for code written against them (the README's examples).
+Message = ReceivedMessage
+InboxFull = ServerBusy
 
 
 class InboxClient:
@@ -184,7 +194,7 @@ class InboxClient:
         )
 
     # A `timeout` argument rather than a cancel scope: running out of time is a normal outcome (None).
-    async def receive(self, timeout: float | None = None) -> Message | None:  # noqa: ASYNC109
+    async def receive(self, timeout: float | None = None) -> ReceivedMessage | None:  # noqa: ASYNC109
         """The oldest message in our inbox, waiting up to `timeout` seconds (None: forever).
 
         Returns None when the time is up. Each call also keeps the inbox alive (and
@@ -197,7 +207,7 @@ class InboxClient:
                     return message
         return None
 
-    async def poll(self) -> Message | None:
+    async def poll(self) -> ReceivedMessage | None:
         """One GET: a message, or None when the server's long poll ended without one."""
         response = await self._http.get("/inbox", auth=self._auth)
         if response.status_code == 204:
@@ -209,16 +219,16 @@ class InboxClient:
             raise _error(response)
         raw_sender = response.headers.raw
         sender = next((value for key, value in raw_sender if key.lower() == b"x-from"), b"")
-        return Message(
+        return ReceivedMessage(
             sender=sender.decode("utf-8", "replace"),
             data=response.content,
             content_type=response.headers.get("content-type"),
         )
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
         return self._messages()
 
-    async def _messages(self) -> AsyncIterator[Message]:
+    async def _messages(self) -> AsyncIterator[ReceivedMessage]:
         while True:
             message = await self.poll()
             if message is not None:
