@@ -184,6 +184,27 @@ async def test_bad_credentials_get_401_with_challenge(
         assert response.text.strip()
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_two_authorization_headers_are_400_before_anything(
+    make_client: ClientFactory, method: str
+) -> None:
+    """Each layer could read a different one (the access log the first, the endpoint the last)."""
+    async with make_client(**NO_WAIT) as client:
+        await get(client, "r")
+        headers = [
+            ("Authorization", basic("a")["Authorization"]),
+            ("Authorization", basic("b")["Authorization"]),
+        ]
+        response = await client.request(method, "/inbox?to=r", headers=headers, content=b"forged")
+        assert response.status_code == 400
+        assert response.text == "two Authorization headers\n"
+        for name in ("a", "b"):
+            assert (await post(client, "s", name)).status_code == 404  # neither inbox was created
+        assert (await get(client, "r")).status_code == 204  # nothing was delivered
+        same_twice = [("Authorization", basic("r")["Authorization"])] * 2
+        assert (await client.request(method, "/inbox?to=r", headers=same_twice)).status_code == 400
+
+
 async def test_only_the_first_password_opens_an_inbox(make_client: ClientFactory) -> None:
     async with make_client(**NO_WAIT) as client:
         assert (await get(client, "r", "first")).status_code == 204
@@ -252,6 +273,32 @@ async def test_body_exactly_at_limit_is_accepted(make_client: ClientFactory) -> 
         assert (await post(client, "s", "r", b"x" * 10)).status_code == 200
 
 
+async def test_the_stored_content_type_counts_against_max_body_size(make_client: ClientFactory) -> None:
+    """SPEC 6: a message is bounded with its Content-Type, which is stored with it."""
+
+    async def streamed(size: int):  # type: ignore[no-untyped-def]
+        yield b"x" * size
+
+    async with make_client(max_body_size=20, **NO_WAIT) as client:
+        await get(client, "r")
+        ten = "text/x-abc"
+        assert (await post(client, "s", "r", b"1" * 10, content_type=ten)).status_code == 200
+        too_large = await post(client, "s", "r", b"x" * 11, content_type=ten)
+        assert too_large.status_code == 413
+        assert too_large.headers["connection"] == "close"  # not drained: see test_limits
+        assert (await post(client, "s", "r", b"", content_type="t/" + "x" * 19)).status_code == 413
+        chunked = client.build_request(
+            "POST", "/inbox?to=r", headers=basic("s") | {"Content-Type": ten}, content=streamed(11)
+        )
+        assert "content-length" not in chunked.headers
+        assert (await client.send(chunked)).status_code == 413
+        chunked = client.build_request(
+            "POST", "/inbox?to=r", headers=basic("s") | {"Content-Type": ten}, content=streamed(10)
+        )
+        assert (await client.send(chunked)).status_code == 200
+        assert [(await get(client, "r")).content for _ in range(3)] == [b"1" * 10, b"x" * 10, b""]
+
+
 # -- other methods and queries ---------------------------------------------------
 
 
@@ -303,9 +350,18 @@ async def test_no_expiry_while_a_reader_waits(make_client: ClientFactory) -> Non
         async with anyio.create_task_group() as tasks:
             result = read_in_background(tasks, client, "r")
             await until_waiting(client)
-            await anyio.sleep(0.6)  # three inbox timeouts pass while it waits
+            # A witness, idle from after r's read began: once an expiry pass has taken it,
+            # r's inbox is past its timeout too, and that pass did not take it.
+            await get_inbox_created(client, "witness")
+            with anyio.fail_after(5):
+                while await inboxes(client) != 1:
+                    await anyio.sleep(0.01)
             assert (await post(client, "s", "r", b"still here")).status_code == 200
         assert result[0].content == b"still here"
+
+
+async def inboxes(client: httpx.AsyncClient) -> int:
+    return (await client.app.state.mailbox.stats()).inboxes  # type: ignore[attr-defined, no-any-return]
 
 
 async def test_sending_does_not_refresh_the_senders_inbox(make_client: ClientFactory) -> None:

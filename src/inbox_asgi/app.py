@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from typing import Any
 
 import anyio
@@ -19,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inbox_asgi.config import Settings, configure_logging
+from inbox_asgi.config import Settings
 from inbox_asgi.http.endpoint import InboxEndpoint
 from inbox_asgi.http.middleware.access_log import AccessLog
 from inbox_asgi.http.middleware.metrics import Metrics
@@ -30,6 +31,9 @@ from inbox_asgi.mailbox.interface import Mailbox
 from inbox_asgi.mailbox.memory import MemoryMailbox
 
 logger = logging.getLogger("inbox_asgi")
+
+#: -public's default: its absence is the normal case for an installed package, not a typo.
+DEFAULT_PUBLIC = next(spec.default for spec in fields(Settings) if spec.name == "public")
 
 
 def build_mailbox(settings: Settings) -> Mailbox:
@@ -43,6 +47,7 @@ def build_mailbox(settings: Settings) -> Mailbox:
         max_inboxes=settings.max_inboxes,
         cleanup_interval=settings.cleanup_interval,
         max_queued_bytes=settings.max_queued_bytes,
+        max_inboxes_per_ip=settings.max_inboxes_per_ip,
     )
 
 
@@ -78,12 +83,12 @@ class InboxFirst(Starlette):
 
 def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = None) -> Starlette:
     settings = settings or Settings.from_env()
-    configure_logging(settings)
     mailbox = mailbox or build_mailbox(settings)
     inbox: ASGIApp = InboxEndpoint(
         mailbox,
         long_poll_wait=settings.long_poll_wait,
         max_body_size=settings.max_body_size,
+        trust_proxy=settings.trust_proxy,
     )
     if settings.rate_limit:
         buckets = TokenBuckets(settings.rate_limit, settings.rate_burst)
@@ -113,7 +118,8 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
                 max_age=600,
             )
         )
-    routes.append(Mount("/", app=PublicFiles(public_directory(settings.public))))
+    public = public_directory(settings.public, warn_if_missing=settings.public != DEFAULT_PUBLIC)
+    routes.append(Mount("/", app=PublicFiles(public)))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import base64
+import gc
+import weakref
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox_asgi.http.auth import parse_authorization
+from inbox_asgi.http.auth import authorization_header, parse_authorization
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import BadCredentials
+from inbox_asgi.mailbox.errors import BadCredentials, MalformedRequest
 
 
 def encode(raw: bytes, scheme: bytes = b"Basic") -> bytes:
@@ -74,3 +76,28 @@ def test_any_basic_payload_parses_or_raises_bad_credentials(payload: bytes) -> N
     except BadCredentials:
         return
     assert f"{credentials.username}:{credentials.password}".encode() == payload
+
+
+def test_credentials_carry_the_client_network() -> None:
+    assert parse_authorization(encode(b"alice:pw"), "10.0.0.1") == Credentials("alice", "pw", "10.0.0.1")
+
+
+def test_nothing_keeps_credentials_or_the_header_after_parsing() -> None:
+    """SPEC 6: no password outlives its request. A cache keyed by the header would keep both."""
+    header = bytearray(encode(b"alice:" + b"p" * 100_000))
+    credentials = parse_authorization(bytes(header))
+    gone = weakref.ref(credentials)
+    del credentials
+    gc.collect()
+    assert gone() is None
+
+
+def test_one_authorization_header_is_found() -> None:
+    headers = [(b"host", b"x"), (b"authorization", b"Basic abc"), (b"accept", b"*/*")]
+    assert authorization_header(headers) == b"Basic abc"
+    assert authorization_header([(b"host", b"x")]) is None
+
+
+def test_two_authorization_headers_are_malformed() -> None:
+    with pytest.raises(MalformedRequest, match="two Authorization headers"):
+        authorization_header([(b"authorization", b"Basic YTpi"), (b"authorization", b"Basic YzpK")])

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from inbox_asgi.app import create_app
+from inbox_asgi.config import Settings
 from inbox_asgi.http.static import BUNDLED, CHECKOUT, public_directory
 
 from ..conftest import ClientFactory
@@ -65,3 +68,26 @@ def test_missing_public_directory_falls_back_to_bundled_pages(tmp_path: Path) ->
     chosen = public_directory(str(tmp_path / "does-not-exist"))
     assert chosen in (BUNDLED, CHECKOUT)
     assert (chosen / "index.html").is_file()
+
+
+def test_a_mistyped_public_directory_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    typo = str(tmp_path / "pubilc")
+    with caplog.at_level(logging.INFO, logger="inbox_asgi"):
+        create_app(Settings(public=typo))
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert typo in warnings[0].getMessage()
+    assert "bundled" in warnings[0].getMessage()
+
+
+def test_the_default_public_directory_missing_is_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package run outside a checkout has no ./public: the bundled pages are the plan."""
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="inbox_asgi"):
+        create_app(Settings())
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert any("bundled" in record.getMessage() for record in caplog.records)

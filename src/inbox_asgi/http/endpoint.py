@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from inbox_asgi.http.auth import parse_authorization
+from inbox_asgi.http.auth import TWO_AUTHORIZATIONS, authorization_header, parse_authorization
 from inbox_asgi.http.extensions import (
     COMPLETE_BODY,
     CONNECTION_CLOSED,
@@ -18,9 +18,10 @@ from inbox_asgi.http.extensions import (
     Headers,
     ResponseWriter,
 )
+from inbox_asgi.http.middleware.client_ip import client_ip, client_network
 from inbox_asgi.http.query import parse_query
 from inbox_asgi.http.responses import send_error, send_response, send_text
-from inbox_asgi.mailbox.errors import BodyTooLarge, InboxError, MissingRecipient
+from inbox_asgi.mailbox.errors import BodyTooLarge, InboxError, MalformedRequest, MissingRecipient
 from inbox_asgi.mailbox.interface import Disconnected, Mailbox, Message, never_gone
 
 ALLOW = [(b"allow", b"GET, POST, OPTIONS")]
@@ -31,11 +32,19 @@ class ClientGone(Exception):
     """The client disconnected before its request was read."""
 
 
+#: Longer than any Content-Length a body could fit under max_body_size; spares int()
+#: (which refuses over 4300 digits) a header that is only digits.
+_MAX_LENGTH_DIGITS = 18
+
+
 class InboxEndpoint:
-    def __init__(self, mailbox: Mailbox, *, long_poll_wait: float, max_body_size: int) -> None:
+    def __init__(
+        self, mailbox: Mailbox, *, long_poll_wait: float, max_body_size: int, trust_proxy: bool = False
+    ) -> None:
         self.mailbox = mailbox
         self.long_poll_wait = long_poll_wait
         self.max_body_size = max_body_size
+        self.trust_proxy = trust_proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -55,7 +64,7 @@ class InboxEndpoint:
 
     async def get(self, scope: Scope, receive: Receive, send: Send) -> None:
         parse_query(scope["query_string"])
-        credentials = parse_authorization(_header(scope, b"authorization"))
+        credentials = parse_authorization(authorization_header(scope["headers"]), self._network(scope))
         extensions = scope.get("extensions") or {}
         # inbox-asgi's own protocol tells when the connection closes at the cost of one
         # future; other servers only through `receive`.
@@ -78,8 +87,11 @@ class InboxEndpoint:
         try:
             if not write(send, 200, headers, message.body):
                 await send_response(send, 200, headers, message.body)
-        except Exception:
-            # The reader vanished while we answered: the message is not lost.
+        except OSError:
+            # The reader vanished while we answered (ASGI servers raise an OSError
+            # subclass from `send` for that, uvicorn's ClientDisconnected included):
+            # the message is not lost. Anything else is a bug, and must surface
+            # rather than put the message back to fail again on the next GET.
             await self.mailbox.requeue(credentials.username, message)
             raise ClientGone from None
 
@@ -88,25 +100,32 @@ class InboxEndpoint:
         authorization = content_length = content_type = None
         for name, value in scope["headers"]:
             if name == b"authorization":
+                if authorization is not None:
+                    raise MalformedRequest(TWO_AUTHORIZATIONS)
                 authorization = value
             elif name == b"content-length":
                 content_length = value
             elif name == b"content-type":
                 content_type = value
-        credentials = parse_authorization(authorization)
+        credentials = parse_authorization(authorization, self._network(scope))
         await self.mailbox.open(credentials)
         recipient = query.get("to")
         if not recipient:
             raise MissingRecipient
+        # The stored Content-Type is part of the message: up to a whole request head
+        # of it would otherwise ride along with a one-byte body.
+        limit = self.max_body_size - (len(content_type) if content_type is not None else 0)
         declared = content_length or b""
-        if declared.isdigit() and int(declared) > self.max_body_size:
+        if limit < 0 or (
+            declared.isdigit() and (len(declared) > _MAX_LENGTH_DIGITS or int(declared) > limit)
+        ):
             raise BodyTooLarge
         extensions = scope.get("extensions") or {}
         complete_body = extensions.get(COMPLETE_BODY)
         body = complete_body(receive) if complete_body else None
         if body is None:
-            body = await self._read_body(receive)
-        elif len(body) > self.max_body_size:
+            body = await self._read_body(receive, limit)
+        elif len(body) > limit:
             raise BodyTooLarge
         message = Message(credentials.username, body, content_type)
         await self.mailbox.send(credentials.username, recipient, message)
@@ -114,8 +133,13 @@ class InboxEndpoint:
         if not write(send, 200, [], b""):
             await send_response(send, 200, [])
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        """The request body, refused once it passes max_body_size.
+    def _network(self, scope: Scope) -> str:
+        """The client's network for the per-client inbox limit; empty when the server gives no peer."""
+        ip = client_ip(scope, self.trust_proxy)
+        return "" if ip == "-" else client_network(ip)
+
+    async def _read_body(self, receive: Receive, limit: int) -> bytes:
+        """The request body, refused once it passes `limit`.
 
         A body that trickles in is timed by inbox-asgi's protocol (408), below
         ASGI: a cancel scope here would cost every POST more than the rest of it.
@@ -129,7 +153,7 @@ class InboxEndpoint:
                 raise ClientGone
             chunk = event.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_size:
+            if size > limit:
                 raise BodyTooLarge
             chunks.append(chunk)
             more = event.get("more_body", False)
@@ -147,12 +171,3 @@ def _receive_disconnect(receive: Receive) -> Disconnected:
             pass
 
     return disconnected
-
-
-def _header(scope: Scope, wanted: bytes) -> bytes | None:
-    name: bytes
-    value: bytes
-    for name, value in scope["headers"]:
-        if name == wanted:
-            return value
-    return None

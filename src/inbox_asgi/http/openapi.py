@@ -128,7 +128,11 @@ OPENAPI: JSON = {
                     "400": _ref("BadRequest"),
                     "401": _ref("Unauthorized"),
                     "404": _error("The recipient's inbox does not exist (never created, or expired)."),
-                    "413": _error("The body is larger than max-body-size."),
+                    "413": _error(
+                        "The body and its Content-Type together are larger than max-body-size. Decided "
+                        "from Content-Length when given, before the body is read, and the connection is "
+                        "then closed rather than drained."
+                    ),
                     "503": _ref("Unavailable"),
                     **COMMON_ERRORS,
                 },
@@ -215,20 +219,26 @@ OPENAPI: JSON = {
         "responses": {
             "MalformedQuery": _error(
                 "Malformed query string: a '%' not followed by two hex digits, or a decoded value that "
-                "is not UTF-8 (or a request the HTTP parser cannot read)."
+                "is not UTF-8; two Authorization headers (or a request the HTTP parser cannot read)."
             ),
-            "BadRequest": _error("Malformed query string, or `to` missing or empty."),
+            "BadRequest": _error(
+                "Malformed query string, two Authorization headers, or `to` missing or empty."
+            ),
             "Unauthorized": _error(
                 "Credentials missing, not Basic, not base64, not UTF-8, with an empty username or a "
                 "control character in it; or the wrong password for an existing inbox.",
                 "WWW-Authenticate",
             ),
-            "RateLimited": _error("Too many requests from this client (rate limit on).", "Retry-After"),
+            "RateLimited": _error(
+                "Too many requests from this client (rate limit on), or this request would create an "
+                "inbox beyond max-inboxes-per-ip for the client's address.",
+                "Retry-After",
+            ),
             "HeadersTooLarge": _error("The request head is larger than max-header-size."),
             "Unavailable": _error(
-                "Retry later: the recipient's inbox holds inbox-capacity messages, the server holds "
-                "max-inboxes inboxes and this would create one more, or the message store is "
-                "unreachable.",
+                "Retry later: the recipient's inbox holds inbox-capacity messages, all queued messages "
+                "hold max-queued-bytes, the server holds max-inboxes inboxes and this would create one "
+                "more, or the message store is unreachable.",
                 "Retry-After",
             ),
         },

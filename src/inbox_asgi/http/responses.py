@@ -33,7 +33,9 @@ ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
     BadCredentials: (401, _CHALLENGE),
     WrongPassword: (401, _CHALLENGE),
     NoSuchInbox: (404, []),
-    BodyTooLarge: (413, []),
+    # Closed after: the client may still be streaming a body the server will not read,
+    # and keeping the connection would mean draining all of it.
+    BodyTooLarge: (413, [(b"connection", b"close")]),
     RateLimited: (429, _RETRY_SOON),
     TooManyInboxesFromClient: (429, [(b"retry-after", b"5")]),
     InboxFull: (503, _RETRY_SOON),

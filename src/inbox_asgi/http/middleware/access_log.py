@@ -7,9 +7,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inbox_asgi.http.auth import parse_authorization
+from inbox_asgi.http.auth import authorization_header, parse_authorization
 from inbox_asgi.http.middleware.client_ip import client_ip
-from inbox_asgi.mailbox.errors import BadCredentials
+from inbox_asgi.mailbox.errors import BadCredentials, MalformedRequest
 
 logger = logging.getLogger("inbox_asgi.access")
 
@@ -26,13 +26,17 @@ def _quote(value: str) -> str:
 
 
 def _username(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            try:
-                return parse_authorization(value).username
-            except BadCredentials:
-                return "?"
-    return "-"
+    """The user the endpoint acted as: `-` for none (no header, or two: refused), `?` if malformed."""
+    try:
+        header = authorization_header(scope["headers"])
+    except MalformedRequest:
+        return "-"
+    if header is None:
+        return "-"
+    try:
+        return parse_authorization(header).username
+    except BadCredentials:
+        return "?"
 
 
 class AccessLog:
