@@ -2,7 +2,8 @@
 
 -inbox-capacity 0 (hand-off only), -max-inboxes-per-ip (429); -max-queued-bytes
 is a memory-mode limit (in Redis mode Redis's maxmemory bounds the store: see
-tests/mailbox/redis/test_mailbox.py) and is tested here and in test_memory.py.
+tests/mailbox/redis/test_mailbox.py), tested here over the wire with a real
+server, and in test_memory.py.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ async def test_capacity_zero_only_hands_messages_to_a_waiting_reader(make_client
                 # The reader was handed a message and waits no more: the next one is refused.
                 assert (await post(client, "s", "r", b"too late")).status_code == 503
             assert (got[0].status_code, got[0].content) == (200, body)
+
+
+async def test_inboxes_per_client_address_are_limited(make_client: ClientFactory) -> None:
+    async with make_client(max_inboxes_per_ip=2, long_polling=False) as client:  # clients: 127.0.0.1
+        for name in ("a", "b"):
+            assert (await post(client, name, "nobody")).status_code == 404  # creates its inbox
+        refused = await get(client, "c")
+        assert refused.status_code == 429 and refused.headers["retry-after"]
+        assert (await post(client, "c", "a")).status_code == 429  # nothing sent: c has no inbox
+        assert (await post(client, "b", "a", b"hi")).status_code == 200  # existing inboxes work
+        assert (await get(client, "a")).content == b"hi"
 
 
 def rss_mib(pid: int) -> float:

@@ -10,7 +10,14 @@ import anyio
 import pytest
 
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import InboxFull, NoSuchInbox, StoreFull, TooManyInboxes, WrongPassword
+from inbox_asgi.mailbox.errors import (
+    InboxFull,
+    NoSuchInbox,
+    StoreFull,
+    TooManyInboxes,
+    TooManyInboxesFromClient,
+    WrongPassword,
+)
 from inbox_asgi.mailbox.interface import Message
 from inbox_asgi.mailbox.memory import EXPIRY_BATCH, MemoryMailbox
 from inbox_asgi.mailbox.passwords import PasswordDigest
@@ -344,3 +351,35 @@ async def test_a_full_store_still_hands_messages_to_waiting_readers() -> None:
         await box.send("s", "r", big)
     assert got == [big]
     assert (await box.stats()).queued_bytes == message_size(big)  # q's message alone
+
+
+def from_network(name: str, network: str) -> Credentials:
+    return Credentials(name, "pw", network)
+
+
+async def test_inboxes_per_network_are_limited_and_expiry_frees_the_place() -> None:
+    clock = Clock()
+    box = make(clock, max_inboxes_per_ip=2)
+    await box.open(from_network("x", "10.0.0.1"))
+    await box.open(from_network("y", "10.0.0.1"))
+    with pytest.raises(TooManyInboxesFromClient):
+        await box.open(from_network("z", "10.0.0.1"))
+    await box.open(from_network("x", "10.9.9.9"))  # an inbox it has opens from anywhere
+    await box.open(from_network("z", "10.0.0.2"))  # another network counts apart
+    await box.open(from_network("w", ""))  # an unknown network is not limited
+    clock.now += 30
+    await box.receive(from_network("y", "10.9.9.9"), wait=0, disconnected=never)  # keeps y alive
+    clock.now += 31  # x has expired (not yet swept): its place is free
+    await box.open(from_network("v", "10.0.0.1"))
+    with pytest.raises(TooManyInboxesFromClient):  # y and v
+        await box.open(from_network("u", "10.0.0.1"))
+    clock.now += 61
+    assert box.expire() == 2  # y and v (x, z and w went in the step that made room for v)
+    assert box._quotas.held("10.0.0.1") == box._quotas.held("10.0.0.2") == 0
+
+
+async def test_no_limit_per_network_when_zero() -> None:
+    box = make(Clock(), max_inboxes_per_ip=0)
+    for i in range(20):
+        await box.open(from_network(f"p{i}", "10.0.0.1"))
+    assert (await box.stats()).inboxes == 20

@@ -12,10 +12,17 @@ import anyio
 import anyio.lowlevel
 
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import InboxFull, NoSuchInbox, StoreFull, TooManyInboxes, WrongPassword
+from inbox_asgi.mailbox.errors import (
+    InboxFull,
+    NoSuchInbox,
+    StoreFull,
+    TooManyInboxes,
+    TooManyInboxesFromClient,
+    WrongPassword,
+)
 from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
 from inbox_asgi.mailbox.passwords import PasswordDigest
-from inbox_asgi.mailbox.quotas import message_size
+from inbox_asgi.mailbox.quotas import NetworkQuotas, Quota, message_size
 
 #: Inboxes deleted per expiry step before yielding, so mass expiry never stalls the loop.
 EXPIRY_BATCH = 500
@@ -46,10 +53,12 @@ class Reader:
 
 
 class Inbox:
-    __slots__ = ("password", "promised", "queue", "reader", "reads", "touched")
+    __slots__ = ("password", "promised", "queue", "quota", "reader", "reads", "touched")
 
-    def __init__(self, password: PasswordDigest, now: float) -> None:
+    def __init__(self, password: PasswordDigest, now: float, quota: Quota | None) -> None:
         self.password = password
+        #: The -max-inboxes-per-ip count of the network that created it, if limited.
+        self.quota = quota
         # A list, not a deque: an empty deque costs ~600 bytes, an empty list 56, and
         # with at most inbox-capacity entries pop(0) is as cheap as popleft.
         self.queue: list[Message] = []
@@ -72,7 +81,8 @@ class MemoryMailbox:
     `quotas.message_size`): a message beyond it is refused with StoreFull,
     unless it is handed straight to a waiting reader (like capacity, the limit
     is on what waits in queues) or put back after a failed delivery (a
-    message accepted is never lost).
+    message accepted is never lost). One client network holds at most
+    `max_inboxes_per_ip` inboxes (0: no limit; see `quotas.NetworkQuotas`).
     """
 
     def __init__(
@@ -83,6 +93,7 @@ class MemoryMailbox:
         max_inboxes: int,
         cleanup_interval: float = 1.0,
         max_queued_bytes: int = sys.maxsize,
+        max_inboxes_per_ip: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inbox_timeout = inbox_timeout
@@ -92,6 +103,7 @@ class MemoryMailbox:
         self.max_queued_bytes = max_queued_bytes
         self.clock = clock
         self._inboxes: OrderedDict[str, Inbox] = OrderedDict()
+        self._quotas = NetworkQuotas(max_inboxes_per_ip)
         self._readers: set[Reader] = set()
         self._queued = 0
         self._queued_bytes = 0
@@ -250,7 +262,9 @@ class MemoryMailbox:
         return inbox
 
     def _forget(self, inbox: Inbox) -> None:
-        """Uncount a deleted inbox's messages."""
+        """Uncount a deleted inbox and its messages."""
+        if inbox.quota is not None:
+            self._quotas.release(inbox.quota)
         if inbox.queue:
             self._queued -= len(inbox.queue)
             self._queued_bytes -= sum(map(message_size, inbox.queue))
@@ -258,11 +272,17 @@ class MemoryMailbox:
     def _open(self, credentials: Credentials, now: float) -> Inbox:
         inbox = self._lookup(credentials.username, now)
         if inbox is None:
+            # Expired inboxes not yet swept may hold the places: an expiry step first.
+            network = credentials.network
+            if not self._quotas.admits(network) and (
+                self.expire(limit=EXPIRY_BATCH) == 0 or not self._quotas.admits(network)
+            ):
+                raise TooManyInboxesFromClient
             if len(self._inboxes) >= self.max_inboxes and (
                 self.expire(limit=EXPIRY_BATCH) == 0 or len(self._inboxes) >= self.max_inboxes
             ):
                 raise TooManyInboxes
-            inbox = Inbox(PasswordDigest.of(credentials.password), now)
+            inbox = Inbox(PasswordDigest.of(credentials.password), now, self._quotas.take(network))
             self._inboxes[credentials.username] = inbox
             self._high_water = max(self._high_water, len(self._inboxes))
         elif not inbox.password.matches(credentials.password):

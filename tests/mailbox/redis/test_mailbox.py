@@ -31,11 +31,12 @@ from inbox_asgi.mailbox.errors import (
     NoSuchInbox,
     StoreFull,
     TooManyInboxes,
+    TooManyInboxesFromClient,
     WrongPassword,
 )
 from inbox_asgi.mailbox.interface import Message
 from inbox_asgi.mailbox.passwords import PasswordDigest
-from inbox_asgi.mailbox.redis.codec import decode_message, encode_message, inbox_keys, index_key
+from inbox_asgi.mailbox.redis.codec import decode_message, encode_message, inbox_keys, index_key, network_key
 from inbox_asgi.mailbox.redis.connection import MAX_CONNECTIONS, check_connection, connect
 from inbox_asgi.mailbox.redis.mailbox import RedisMailbox
 from inbox_asgi.mailbox.redis.scripts import CLAIM, ENTER, SETTLE
@@ -128,6 +129,11 @@ def test_names_never_share_keys() -> None:
     keys = [inbox_keys(name) for name in ODD_NAMES]
     assert len({k for pair in keys for k in pair}) == 2 * len(ODD_NAMES)
     assert index_key() not in {k for pair in keys for k in pair}
+    networks = [network_key(name) for name in ODD_NAMES]  # any string, as for names
+    assert len(set(networks)) == len(ODD_NAMES)
+    assert not {key_slot(k) for k in networks} & {key_slot(index_key())}
+    for key in networks:  # the tag is `net:` + base64url, which no inbox tag can be
+        assert key[key.index(b"{") + 1 :].startswith(b"net:")
 
 
 @pytest.mark.parametrize(
@@ -261,6 +267,44 @@ async def test_max_inboxes_is_global_and_frees_up_on_expiry(redis_server: RedisS
         assert (await b.stats()).inboxes == 2
         with pytest.raises(TooManyInboxes):
             await a.open(me("w"))
+
+
+def from_network(name: str, network: str) -> Credentials:
+    return Credentials(name, "pw", network)
+
+
+async def test_inboxes_per_network_are_limited_globally_and_free_up_on_expiry(
+    redis_server: RedisServer,
+) -> None:
+    async with mailboxes(redis_server, max_inboxes_per_ip=2, inbox_timeout=0.5) as (a, b):
+        await a.open(from_network("x", "10.0.0.1"))
+        await b.open(from_network("y", "10.0.0.1"))
+        with pytest.raises(TooManyInboxesFromClient):  # counted across processes
+            await b.open(from_network("z", "10.0.0.1"))
+        await a.open(from_network("x", "10.9.9.9"))  # an inbox it has opens from anywhere
+        await b.open(from_network("z", "10.0.0.2"))  # another network counts apart
+        await a.open(from_network("w", ""))  # an unknown network is not limited
+
+        async def v_fits() -> bool:
+            await a.receive(from_network("y", "10.9.9.9"), wait=0, disconnected=never)  # y stays
+            try:
+                await b.open(from_network("v", "10.0.0.1"))
+            except TooManyInboxesFromClient:
+                return False
+            return True
+
+        await until(v_fits, within=5)  # x expired: its place is free
+        # Read (from elsewhere) for three more inbox timeouts, y and v keep their places:
+        # their entries move on with their inboxes, in the index of the network that made them.
+        with anyio.fail_after(5):
+            until_time = anyio.current_time() + 1.5
+            while anyio.current_time() < until_time:
+                for name in ("y", "v"):
+                    await b.receive(from_network(name, "10.9.9.9"), wait=0, disconnected=never)
+                with pytest.raises(TooManyInboxesFromClient):
+                    await a.open(from_network("u", "10.0.0.1"))
+        with redis_server.client() as client:
+            assert client.pttl(network_key("10.0.0.1")) > 0  # the index key goes when its entries do
 
 
 async def test_index_outlives_each_inbox_but_is_rarely_written(redis_server: RedisServer) -> None:

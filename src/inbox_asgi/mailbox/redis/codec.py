@@ -24,6 +24,15 @@ def index_key(prefix: str = "inbox") -> bytes:
     return prefix.encode() + b":{!}:index"
 
 
+def network_key(network: str, prefix: str = "inbox") -> bytes:
+    """The inboxes one client network created (-max-inboxes-per-ip), in a slot of its own.
+
+    `:` is not in the base64url alphabet either, so no inbox shares its tag.
+    """
+    tag = base64.urlsafe_b64encode(network.encode()).rstrip(b"=")
+    return prefix.encode() + b":{net:" + tag + b"}:inboxes"
+
+
 _HEAD = struct.Struct(">II")
 
 

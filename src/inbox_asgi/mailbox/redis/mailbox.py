@@ -19,7 +19,11 @@ Same rules as the in-memory backend, across processes:
   background. No other GET takes a message while one is held, so a message
   put back is still the oldest (see `redis_scripts`);
 - `max-inboxes` counts the entries of a global index (a sorted set scored by
-  expiry time, pruned as entries expire — never a scan);
+  expiry time, pruned as entries expire — never a scan), and
+  `max-inboxes-per-ip` those of one such index per client network, in a slot
+  of its own, so the limit holds across every process; a new inbox takes its
+  place in its network's index first, then in the global one (the other way
+  round, a client over its limit would leave places taken in the global index);
 - Redis errors become `BackendUnavailable` (503) within the socket timeout;
   a lost subscription is re-established, and every local reader then re-checks
   its inbox, so no wake-up is lost while the connection was down;
@@ -60,11 +64,18 @@ from inbox_asgi.mailbox.errors import (
     NoSuchInbox,
     StoreFull,
     TooManyInboxes,
+    TooManyInboxesFromClient,
     WrongPassword,
 )
 from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
 from inbox_asgi.mailbox.passwords import PasswordDigest
-from inbox_asgi.mailbox.redis.codec import decode_message, encode_message, inbox_keys, index_key
+from inbox_asgi.mailbox.redis.codec import (
+    decode_message,
+    encode_message,
+    inbox_keys,
+    index_key,
+    network_key,
+)
 from inbox_asgi.mailbox.redis.connection import SOCKET_TIMEOUT, connect
 from inbox_asgi.mailbox.redis.scripts import (
     CLAIM,
@@ -96,6 +107,9 @@ HELD_WAIT = 1.0
 
 #: What `_run` raises: Redis is unreachable or failing, or out of memory.
 StoreError = (BackendUnavailable, StoreFull)
+
+#: (inbox name, index score to record or 0, key of its per-network index or b"").
+IndexEntry = tuple[str, int, bytes]
 
 # What a woken reader has to do, in increasing priority.
 _NOTHING, _CHECK, _SUPERSEDED, _CLOSED = range(4)
@@ -130,11 +144,14 @@ class RedisMailbox:
         inbox_capacity: int,
         max_inboxes: int,
         cleanup_interval: float = 1.0,
+        max_inboxes_per_ip: int = 0,
         prefix: str = "inbox",
     ) -> None:
         self.redis = client
         self.inbox_capacity = inbox_capacity
         self.max_inboxes = max_inboxes
+        #: 0: no limit.
+        self.max_inboxes_per_ip = max_inboxes_per_ip
         self.prefix = prefix
         self.ttl_ms = max(1, round(inbox_timeout * 1000))
         # A waiting reader's inbox TTL is renewed at least three times per timeout.
@@ -167,6 +184,7 @@ class RedisMailbox:
             inbox_capacity=settings.inbox_capacity,
             max_inboxes=settings.max_inboxes,
             cleanup_interval=settings.cleanup_interval,
+            max_inboxes_per_ip=settings.max_inboxes_per_ip,
         )
 
     @property
@@ -257,11 +275,11 @@ class RedisMailbox:
         """Run ENTER: check or create the inbox, then (mode) read or register a reader."""
         name, password = credentials.username, credentials.password
         keys = inbox_keys(name, self.prefix)
-        create, score = b"", 0
+        create, score, net = b"", 0, b""
         for _ in range(4):
             salt = self._salts.get(name)
             expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
-            call: Call = (ENTER, keys, (expected, create, self.ttl_ms, mode, score, token))
+            call: Call = (ENTER, keys, (expected, create, self.ttl_ms, mode, score, token, net))
             reply = await self._taking(name, token, call)
             status = reply[0]
             if status == b"password":
@@ -270,7 +288,7 @@ class RedisMailbox:
                     raise WrongPassword
                 self._remember(name, stored.salt)
             elif status == b"missing":
-                score = await self._reserve(name)
+                score, net = await self._reserve(name, credentials.network)
                 digest = PasswordDigest.of(password)
                 create = digest.to_bytes()
                 self._remember(name, digest.salt)
@@ -316,18 +334,17 @@ class RedisMailbox:
     async def _leave(self, waiter: Waiter) -> None:
         """Best effort: if it fails, the next GET or sender finds a stale token, which is harmless."""
         with contextlib.suppress(*StoreError):
-            score = (await self._run([(LEAVE, waiter.keys, (waiter.token, self.ttl_ms))]))[0]
-            await self._record([(waiter.name, score)])
+            reply = (await self._run([(LEAVE, waiter.keys, (waiter.token, self.ttl_ms))]))[0]
+            await self._record([_index_entry(waiter.name, reply)])
 
     async def _taking(self, name: str, token: bytes, call: Call) -> list[Any]:
-        """Run a script that may take a message for `token` (reply: status, index score, message).
+        """Run a script that may take a message for `token` (reply: status, index score, message, net).
 
         Shielded, so a cancellation never drops a taken message: it goes back.
         """
         with anyio.CancelScope(shield=True):
             reply: list[Any] = (await self._run([call]))[0]
-            if len(reply) > 1 and isinstance(reply[1], int):
-                await self._record([(name, reply[1])])
+            await self._record([_index_entry(name, reply)])
         if reply[0] == b"message":
             try:
                 await anyio.lowlevel.checkpoint_if_cancelled()
@@ -369,25 +386,36 @@ class RedisMailbox:
         except StoreError:
             logger.error("could not settle a held message: Redis unavailable; it is queued again later")
 
-    async def _record(self, scores: Sequence[tuple[str, int]]) -> None:
-        """Move index entries to the scores inbox scripts asked for.
+    async def _record(self, entries: Sequence[IndexEntry]) -> None:
+        """Move index entries (global, and per network) to the scores inbox scripts asked for.
 
         Best effort: if Redis fails right here, that one inbox may drop out of
-        the count early, so max-inboxes can be exceeded by one per such failure.
+        the counts early, so max-inboxes (or max-inboxes-per-ip) can be exceeded
+        by one per such failure.
         """
-        index = (self._index,)
-        calls: list[Call] = [(TOUCH, index, (name.encode(), score)) for name, score in scores if score]
+        calls: list[Call] = []
+        for name, score, net in entries:
+            if score:
+                calls.append((TOUCH, (self._index,), (name.encode(), score)))
+                if net:
+                    calls.append((TOUCH, (net,), (name.encode(), score)))
         if calls:
             with contextlib.suppress(*StoreError):
                 await self._run(calls)
 
-    async def _reserve(self, name: str) -> int:
-        """A place in the global index for a new inbox: its index score."""
-        call: Call = (RESERVE, (self._index,), (name.encode(), self.max_inboxes, self.ttl_ms))
+    async def _reserve(self, name: str, network: str) -> tuple[int, bytes]:
+        """Places for a new inbox in its network's index, then the global one: (index score, net key)."""
+        net = b""
+        if self.max_inboxes_per_ip and network:
+            net = network_key(network, self.prefix)
+            call: Call = (RESERVE, (net,), (name.encode(), self.max_inboxes_per_ip, self.ttl_ms))
+            if not int((await self._run([call]))[0]):
+                raise TooManyInboxesFromClient
+        call = (RESERVE, (self._index,), (name.encode(), self.max_inboxes, self.ttl_ms))
         score = int((await self._run([call]))[0])
         if not score:
             raise TooManyInboxes
-        return score
+        return score, net
 
     def _remember(self, name: str, salt: bytes) -> None:
         salts = self._salts
@@ -490,8 +518,8 @@ class RedisMailbox:
                 results = await self._run(calls)
             except StoreError:
                 return
-            await self._record([(w.name, reply[1]) for w, reply in zip(batch, results, strict=True)])
-            for waiter, (status, _) in zip(batch, results, strict=True):
+            await self._record([_index_entry(w.name, reply) for w, reply in zip(batch, results, strict=True)])
+            for waiter, (status, *_) in zip(batch, results, strict=True):
                 waiter.refreshed = now
                 if status == b"superseded":
                     waiter.wake(_SUPERSEDED)
@@ -562,3 +590,10 @@ def _out_of_memory(error: BaseException) -> bool:
     if isinstance(error, OutOfMemoryError):
         return True
     return isinstance(error, ResponseError) and "OOM command not allowed" in str(error)
+
+
+def _index_entry(name: str, reply: Sequence[Any]) -> IndexEntry:
+    """What a script reply asks to record: its score is second, its per-network index last."""
+    if len(reply) < 3 or not isinstance(reply[1], int) or not reply[1]:
+        return name, 0, b""
+    return name, reply[1], reply[-1]

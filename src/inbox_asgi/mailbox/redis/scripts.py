@@ -3,7 +3,9 @@
 Keys of one inbox (both carry the same hash tag, so they share a Cluster slot):
 
 - ``KEYS[1]`` ``<prefix>:{<tag>}:m`` — a hash: ``pw`` (salt + digest of the
-  password), ``reader`` (token of the GET waiting on the inbox, if any),
+  password), ``ix`` (its index score, below), ``net`` (the key of the
+  per-network index it counts in, if any), ``reader`` (token of the GET
+  waiting on the inbox, if any),
   ``hand`` (set while the message at the head of the queue is being handed to
   that reader, so it does not count against the capacity) and, while a message
   is held (below), ``held`` (the token it is held for), ``hdl`` (until when,
@@ -37,6 +39,12 @@ the inbox (``ix``) records a new score half an inbox timeout later and returns
 it, and the caller then sends TOUCH. An inbox therefore costs one index update
 per half timeout, not one per request, and the index counts an inbox for at
 most half an inbox timeout after it expired.
+
+``-max-inboxes-per-ip`` counts the same way, in one more sorted set per client
+network (``<prefix>:{net:<tag>}:inboxes``, its own slot): the network's set is
+recorded in the inbox (``net``) when it is created, and every new score goes to
+both indexes. Each index key expires with its latest entry, so a network that
+stops coming leaves nothing behind.
 
 Over Redis's ``maxmemory`` (policy ``noeviction``) Redis refuses the push of a
 message that would wait in a queue, and a new inbox's index entry (the caller
@@ -78,6 +86,12 @@ local function expire(ttl)
   local score = deadline + math.floor(tonumber(ttl) / 2)
   redis.call('HSET', KEYS[1], 'ix', string.format('%.0f', score))
   return score
+end
+local function with_net(score)
+  -- an index score for the caller to record (0: none), and the per-network
+  -- index to record it in too ('' if the inbox counts in none)
+  if score == 0 then return 0, '' end
+  return score, redis.call('HGET', KEYS[1], 'net') or ''
 end
 local function put_back(message)
   redis.call('LPUSH', KEYS[2], message)
@@ -145,9 +159,10 @@ end
 #: mode: "open" (no touch, no read), "read" (read without waiting, unless the
 #: oldest message is held for an earlier GET) or "wait" (read, or else register
 #: as the waiting reader), index score reserved for a new inbox, the GET's token
-#: (a message taken is held for it; see SETTLE).
+#: (a message taken is held for it; see SETTLE), the per-network index a new
+#: inbox counts in ("" for none).
 #: → {"missing"} | {"password", stored} | {"ok", 0}
-#:   | {"message", score, m} | {"empty", score} | {"waiting", score}
+#:   | {"message", score, m, net} | {"empty", score, net} | {"waiting", score, net}
 _ENTER_LUA = (
     _COMMON
     + """
@@ -156,6 +171,7 @@ if not stored then
   if ARGV[2] == '' then return {'missing'} end
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'pw', ARGV[2], 'ix', ARGV[5])
+  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'net', ARGV[7]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 elseif not same(stored, ARGV[1]) then
   return {'password', stored}
@@ -179,10 +195,10 @@ local held = holder()
 if not held then message = take(ARGV[6]) end
 local waits = not message and (mode == 'wait' or held)
 if waits then redis.call('HSET', KEYS[1], 'reader', ARGV[6]) end
-local score = expire(ARGV[3])
-if message then return {'message', score, message} end
-if waits then return {'waiting', score} end
-return {'empty', score}
+local score, net = with_net(expire(ARGV[3]))
+if message then return {'message', score, message, net} end
+if waits then return {'waiting', score, net} end
+return {'empty', score, net}
 """
 )
 
@@ -197,7 +213,7 @@ return push('RPUSH', ARGV[1], tonumber(ARGV[2]))
 
 #: A woken reader takes the oldest message, if it is still the inbox's reader
 #: (and no earlier GET's message is held). The message is held for it: see SETTLE.
-#: ARGV: token, ttl ms. → {"message", score, m} | {"waiting", 0} | {"superseded", 0}
+#: ARGV: token, ttl ms. → {"message", score, m, net} | {"waiting", 0} | {"superseded", 0}
 _CLAIM_LUA = (
     _COMMON
     + """
@@ -206,13 +222,14 @@ if holder() then return {'waiting', 0} end
 local message = take(ARGV[1])
 if not message then return {'waiting', 0} end
 redis.call('HDEL', KEYS[1], 'reader', 'hand')
-return {'message', expire(ARGV[2]), message}
+local score, net = with_net(expire(ARGV[2]))
+return {'message', score, message, net}
 """
 )
 
 #: A reader stops waiting (timeout, client gone, superseded, shutdown): the GET
 #: finished, so the inbox's clock restarts, unless a newer reader now waits.
-#: ARGV: token, ttl ms. → index score or 0
+#: ARGV: token, ttl ms. → {"left", score, net} | {"left", 0}
 _LEAVE_LUA = (
     _COMMON
     + """
@@ -221,20 +238,22 @@ if reader == ARGV[1] then
   redis.call('HDEL', KEYS[1], 'reader', 'hand')
   reader = false
 end
-if not reader and redis.call('EXISTS', KEYS[1]) == 1 then return expire(ARGV[2]) end
-return 0
+if not reader and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {'left', with_net(expire(ARGV[2]))}
+end
+return {'left', 0}
 """
 )
 
 #: Keep the inbox of a waiting reader alive; also tells the reader what it missed.
-#: ARGV: token, ttl ms. → {"ok" | "message" | "superseded", index score or 0}
+#: ARGV: token, ttl ms. → {"ok" | "message", score, net} | {"superseded", 0}
 _REFRESH_LUA = (
     _COMMON
     + """
 if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded', 0} end
-local score = expire(ARGV[2])
-if not holder() and redis.call('LLEN', KEYS[2]) > 0 then return {'message', score} end
-return {'ok', score}
+local score, net = with_net(expire(ARGV[2]))
+if not holder() and redis.call('LLEN', KEYS[2]) > 0 then return {'message', score, net} end
+return {'ok', score, net}
 """
 )
 
@@ -268,7 +287,16 @@ return push('LPUSH', ARGV[1], nil)
 """
 )
 
-_INDEX_COMMON = """
+_KEEP_ALIVE = """
+local function keep_alive()
+  -- an index key lives as long as its latest entry: one nobody adds to vanishes
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]))) end
+end
+"""
+
+_INDEX_COMMON = (
+    """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function ms(value) return string.format('%.0f', value) end
@@ -281,9 +309,12 @@ local function live()
   return redis.call('ZCOUNT', KEYS[1], '(' .. ms(now), '+inf')
 end
 """
+    + _KEEP_ALIVE
+)
 
-#: Make room for a new inbox in the global index, or refuse (max-inboxes).
-#: KEYS: index. ARGV: name, max inboxes, ttl ms. → the entry's score, or 0 when full
+#: Make room for a new inbox in an index, or refuse: the global one (max-inboxes) or
+#: a network's (max-inboxes-per-ip).
+#: KEYS: index. ARGV: name, most entries, ttl ms. → the entry's score, or 0 when full
 _RESERVE_LUA = (
     _INDEX_COMMON
     + """
@@ -292,15 +323,21 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and live() >= tonumber(ARGV[2]) th
 local ttl = tonumber(ARGV[3])
 local score = now + ttl + math.floor(ttl / 2)
 redis.call('ZADD', KEYS[1], ms(score), ARGV[1])
+keep_alive()
 return score
 """
 )
 
 #: Record a later score for an indexed inbox (the score an inbox script returned).
 #: KEYS: index. ARGV: name, score. → 0 | 1
-_TOUCH_LUA = """
-return redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', ARGV[2], ARGV[1])
+_TOUCH_LUA = (
+    _KEEP_ALIVE
+    + """
+local changed = redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', ARGV[2], ARGV[1])
+if changed == 1 then keep_alive() end
+return changed
 """
+)
 
 #: How many inboxes live. KEYS: index. → count
 _COUNT_LUA = (
