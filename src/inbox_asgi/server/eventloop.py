@@ -1,4 +1,9 @@
-"""The event loop a single inbox-asgi process runs on: uvloop, accepting eagerly.
+"""The event loop inbox-asgi runs on: uvloop, TLS handshakes bounded, accepting eagerly.
+
+uvloop gives a TLS handshake 60 s by default, during which a silent client holds
+a connection and its TLS state (~50 KiB): -header-timeout bounds it instead,
+like the head that follows it. The timeout is read from INBOX_* variables, as
+each `-workers` process creates its own loop before anything else.
 
 libuv accepts one new connection per turn of the event loop, so that processes
 sharing a listening socket take turns. Under load a turn takes milliseconds:
@@ -23,6 +28,8 @@ from typing import Any
 
 import uvloop
 
+from inbox_asgi.config import Settings
+
 logger = logging.getLogger("inbox_asgi")
 
 #: Connections accepted per readiness event at most, so a flood cannot hold the loop.
@@ -46,11 +53,15 @@ class EagerAcceptServer(asyncio.AbstractServer):
         server: asyncio.AbstractServer,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         ssl: Any,
+        handshake_timeout: float | None = None,
     ) -> None:
         self._loop = loop
         self._server = server
         self._protocol_factory = protocol_factory
-        self._ssl = ssl
+        # uvloop refuses a handshake timeout without TLS.
+        self._tls: dict[str, Any] = {"ssl": ssl}
+        if ssl is not None and handshake_timeout is not None:
+            self._tls["ssl_handshake_timeout"] = handshake_timeout
         self._connecting: set[asyncio.Task[Any]] = set()
         self._listeners: list[socket.socket] = []
         for listening in getattr(server, "sockets", ()):
@@ -114,7 +125,7 @@ class EagerAcceptServer(asyncio.AbstractServer):
             if connection.family in (socket.AF_INET, socket.AF_INET6):
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = self._loop.create_task(
-                self._loop.connect_accepted_socket(self._protocol_factory, connection, ssl=self._ssl)
+                self._loop.connect_accepted_socket(self._protocol_factory, connection, **self._tls)
             )
             self._connecting.add(task)
             task.add_done_callback(self._connected)
@@ -127,14 +138,41 @@ class EagerAcceptServer(asyncio.AbstractServer):
             logger.debug("connection not set up: %r", error)
 
 
-class EagerAcceptLoop(uvloop.Loop):
+class InboxLoop(uvloop.Loop):
+    """uvloop whose TLS servers give a handshake `handshake_timeout` seconds, not 60."""
+
+    #: Set after construction: uvloop.Loop takes no constructor arguments.
+    handshake_timeout: float | None = None
+
+    async def create_server(  # type: ignore[override]
+        self, protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
+    ) -> asyncio.AbstractServer:
+        if kwargs.get("ssl") is not None and kwargs.get("ssl_handshake_timeout") is None:
+            kwargs["ssl_handshake_timeout"] = self.handshake_timeout
+        return await super().create_server(protocol_factory, *args, **kwargs)
+
+
+class EagerAcceptLoop(InboxLoop):
+    """InboxLoop that also drains each listening socket's queue in one turn (one process only)."""
+
     async def create_server(  # type: ignore[override]
         self, protocol_factory: Callable[[], asyncio.BaseProtocol], *args: Any, **kwargs: Any
     ) -> asyncio.AbstractServer:
         server = await super().create_server(protocol_factory, *args, **kwargs)
-        return EagerAcceptServer(self, server, protocol_factory, kwargs.get("ssl"))
+        ssl = kwargs.get("ssl")
+        timeout = kwargs.get("ssl_handshake_timeout", self.handshake_timeout)
+        return EagerAcceptServer(self, server, protocol_factory, ssl, timeout)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvicorn's `loop` factory (`loop="inbox_asgi.server.eventloop:new_event_loop"`)."""
-    return EagerAcceptLoop()
+    """uvicorn's `loop` factory for one process (`loop="inbox_asgi.server.eventloop:new_event_loop"`)."""
+    loop = EagerAcceptLoop()
+    loop.handshake_timeout = Settings.from_env().header_timeout
+    return loop
+
+
+def new_worker_loop() -> asyncio.AbstractEventLoop:
+    """uvicorn's `loop` factory for `-workers` processes: no eager accept (see above)."""
+    loop = InboxLoop()
+    loop.handshake_timeout = Settings.from_env().header_timeout
+    return loop
