@@ -25,7 +25,7 @@ from uvicorn.server import ServerState
 from inbox_asgi.app import create_app
 from inbox_asgi.config import Settings
 from inbox_asgi.mailbox.interface import Mailbox
-from inbox_asgi.server.protocol import limited_protocol
+from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -205,8 +205,12 @@ def start_server(
     tls: tuple[str, str, str] | None,
     env: dict[str, str] | None = None,
     startup_timeout: float = 20.0,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> ServerProcess:
-    """Start `inbox-asgi` on a free port; `tls` is (cert, key, ca) or None for plain HTTP."""
+    """Start `inbox-asgi` on a free port; `tls` is (cert, key, ca) or None for plain HTTP.
+
+    `preexec_fn` runs in the child before it starts (e.g. to lower a resource limit).
+    """
     port = free_port()
     args = ["-bind", f"127.0.0.1:{port}", "-log-level", "warning", *flags]
     if tls is None:
@@ -219,7 +223,12 @@ def start_server(
     log_path = cwd / f"server-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            server_command(args), cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=clean_env(env)
+            server_command(args),
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(env),
+            preexec_fn=preexec_fn,
         )
     server = ServerProcess(process, f"{scheme}://127.0.0.1:{port}", ca, log_path)
 
@@ -247,6 +256,7 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.reading = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
@@ -261,18 +271,20 @@ class RecordingTransport(asyncio.Transport):
         self.closed = True
 
     def pause_reading(self) -> None:
-        pass
+        self.reading = False
 
     def resume_reading(self) -> None:
-        pass
+        self.reading = True
 
 
 def connect_in_process(
     mailbox: Mailbox | None = None, **settings: Any
 ) -> tuple[asyncio.Protocol, RecordingTransport]:
-    app = create_app(Settings(long_polling=False, **settings), mailbox=mailbox)
+    configured = Settings(**{"long_polling": False, **settings})
+    app = create_app(configured, mailbox=mailbox)
+    LimitedHttpToolsProtocol.configure(configured)
     config = uvicorn.Config(
-        app, http=limited_protocol(65536, 10, 10), log_level="warning", lifespan="off", access_log=False
+        app, http=LimitedHttpToolsProtocol, log_level="warning", lifespan="off", access_log=False
     )
     config.load()
     state = ServerState()
@@ -289,13 +301,20 @@ def request(method: str, target: str, user: str, body: bytes = b"") -> bytes:
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
+async def until(check: Callable[[], T], timeout: float = 5.0) -> T:
+    """Let the loop run (the app's tasks, a Redis round trip) until `check` holds, or fail."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {check}")
+        await asyncio.sleep(0)
+    return result
+
+
 async def exchange(protocol: asyncio.Protocol, transport: RecordingTransport, raw: bytes) -> list[bytes]:
     """Feed one request; return the writes its response took."""
     before = len(transport.writes)
     protocol.data_received(raw)
     cycle = protocol.cycle  # type: ignore[attr-defined]
-    for _ in range(1000):  # the app runs as a task on this loop: let it
-        if cycle.response_complete:
-            return transport.writes[before:]
-        await asyncio.sleep(0)
-    raise AssertionError("no complete response")
+    await until(lambda: cycle.response_complete)
+    return transport.writes[before:]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
 from inbox_asgi import __version__
-from inbox_asgi.config import ConfigError, Settings, configure_logging, describe, option_specs
-from inbox_asgi.server.protocol import limited_protocol
+from inbox_asgi.config import ConfigError, Settings, describe, option_specs
+from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
+from inbox_asgi.server.resources import raise_open_file_limit
 from inbox_asgi.server.tls import check_certificate_files, write_self_signed
 
 logger = logging.getLogger("inbox_asgi")
@@ -21,6 +24,7 @@ logger = logging.getLogger("inbox_asgi")
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 #: Seconds uvicorn waits for open connections to close on shutdown.
 GRACEFUL_SHUTDOWN = 2
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +76,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+def log_config(settings: Settings) -> dict[str, Any]:
+    """Logging as a dictConfig: uvicorn applies it in every process, `-workers` included.
+
+    Everything goes to stderr through the root logger at -log-level; the access
+    log (`inbox_asgi.access`) at INFO when -access-log asks for it.
+    """
+    level: int | str = 5 if settings.log_level == "trace" else settings.log_level.upper()  # uvicorn's TRACE
+    loggers: dict[str, Any] = {}
+    if settings.access_log:
+        loggers["inbox_asgi.access"] = {"level": "INFO"}
+    return {
+        "version": 1,
+        # Loggers made at import (inbox_asgi, uvicorn.error) must keep working.
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": loggers,
+    }
+
+
 def run(settings: Settings) -> None:
-    configure_logging(settings)
+    logging.addLevelName(5, "TRACE")
+    logging.config.dictConfig(log_config(settings))
     certfile = keyfile = None
     if settings.https:
         if settings.self_signed:
@@ -88,6 +116,8 @@ def run(settings: Settings) -> None:
     logger.info("inbox-asgi %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
     for name, value in describe(settings):
         logger.info("  %-22s %s", name, value)
+    logger.info("  %-22s %d", "open-files", raise_open_file_limit())
+    LimitedHttpToolsProtocol.configure(settings)  # this process; workers configure from INBOX_*
 
     # Workers are separate processes: they rebuild the same Settings from INBOX_* variables.
     os.environ.update(settings.to_env())
@@ -101,15 +131,13 @@ def run(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        # One process accepts every waiting connection per loop turn; several share
-        # the socket better with libuv's one each (see eventloop).
-        loop="inbox_asgi.server.eventloop:new_event_loop" if settings.workers == 1 else "auto",
+        loop=_loop_factory(settings),
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
         # Forward-secret AEAD suites only for TLS 1.2 (1.3 has its own); Python
         # already refuses anything older than TLS 1.2.
         ssl_ciphers=TLS12_CIPHERS,
-        http=limited_protocol(settings.max_header_size, settings.header_timeout, settings.body_timeout),
+        http=LimitedHttpToolsProtocol,
         # The client address is decided by -trust-proxy in the app, not by uvicorn.
         proxy_headers=False,
         log_level=settings.log_level,
@@ -120,8 +148,15 @@ def run(settings: Settings) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         timeout_keep_alive=settings.keep_alive_timeout,
         server_header=False,
-        log_config=None,
+        log_config=log_config(settings),
     )
+
+
+def _loop_factory(settings: Settings) -> str:
+    """One process accepts every waiting connection per loop turn; several share the
+    socket better with libuv's one each (see eventloop). Both bound TLS handshakes."""
+    name = "new_event_loop" if settings.workers == 1 else "new_worker_loop"
+    return f"inbox_asgi.server.eventloop:{name}"
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

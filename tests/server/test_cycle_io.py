@@ -6,6 +6,9 @@ import asyncio
 
 import pytest
 
+from inbox_asgi.app import build_mailbox
+from inbox_asgi.config import Settings
+
 from ..support import connect_in_process, exchange, request
 
 pytestmark = pytest.mark.anyio
@@ -40,15 +43,19 @@ async def test_with_middleware_wrapping_send_the_response_goes_through_asgi() ->
 
 
 async def test_body_already_in_is_taken_without_receive_and_still_limited() -> None:
-    protocol, transport = connect_in_process(max_body_size=10)
+    mailbox = build_mailbox(Settings())
+    protocol, transport = connect_in_process(mailbox=mailbox, max_body_size=10)
     await exchange(protocol, transport, request("GET", "/inbox", "r"))
     chunked = request("POST", "/inbox?to=r", "s").replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
     refused = await exchange(protocol, transport, chunked + b"b\r\n" + b"x" * 11 + b"\r\n0\r\n\r\n")
     assert refused[0].startswith(b"HTTP/1.1 413 ")
+    assert transport.closed  # a 413 ends the connection
+    protocol, transport = connect_in_process(mailbox=mailbox, max_body_size=10)
     [accepted] = await exchange(protocol, transport, chunked + b"a\r\n" + b"y" * 10 + b"\r\n0\r\n\r\n")
     assert accepted.startswith(b"HTTP/1.1 200 ")
     [delivered] = await exchange(protocol, transport, request("GET", "/inbox", "r"))
     assert delivered.endswith(b"\r\n\r\n" + b"y" * 10)
+    await mailbox.aclose()
 
 
 async def test_expect_100_continue_is_answered_before_the_body_is_read() -> None:

@@ -1,17 +1,20 @@
-"""inbox-asgi's uvicorn protocol class, driven in-process: lean state, gone clients."""
+"""inbox-asgi's uvicorn protocol, driven in-process: lean state, gone clients, held pipelines, limits."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
+from uvicorn.protocols.http import httptools_impl
 
 from inbox_asgi.app import build_mailbox
 from inbox_asgi.config import Settings
-from inbox_asgi.server.protocol import _lean
+from inbox_asgi.server import fences
+from inbox_asgi.server.protocol import HOLD_LIMIT, PIECE, _lean
 
-from ..support import connect_in_process, exchange, request
+from ..support import connect_in_process, exchange, request, until
 
 pytestmark = pytest.mark.anyio
 
@@ -24,8 +27,7 @@ async def test_lean_events_still_wake_their_waiters() -> None:
     event = asyncio.Event()
     _lean(event)
     waiters = [asyncio.ensure_future(event.wait()) for _ in range(2)]
-    await asyncio.sleep(0)
-    assert len(event._waiters) == 2  # type: ignore[attr-defined]
+    await until(lambda: len(event._waiters) == 2)  # type: ignore[attr-defined]
     event.set()
     assert await asyncio.gather(*waiters) == [True, True]
     assert event._waiters == []  # type: ignore[attr-defined]
@@ -40,9 +42,168 @@ async def test_a_message_is_not_taken_for_a_reader_already_gone(backend: dict[st
     vanishing, vanishing_transport = connect_in_process(mailbox=mailbox)
     vanishing.data_received(request("GET", "/inbox", "r"))  # its task has not run yet
     vanishing.connection_lost(None)
-    for _ in range(10):
-        await asyncio.sleep(0)
+    await until(lambda: not vanishing.tasks)  # type: ignore[attr-defined]  # its request has run
     assert vanishing_transport.writes == []
     [delivered] = await exchange(protocol, transport, request("GET", "/inbox", "r"))
     assert delivered.endswith(b"\r\n\r\nkeep me")
     await mailbox.aclose()
+
+
+def statuses(writes: list[bytes]) -> list[int]:
+    return [int(write.split(b" ", 2)[1]) for write in writes if write.startswith(b"HTTP/1.1 ")]
+
+
+async def test_requests_behind_a_long_poll_are_held_then_answered_in_order() -> None:
+    mailbox = build_mailbox(Settings())
+    protocol, transport = connect_in_process(mailbox=mailbox, long_polling=True)
+    state = protocol._state  # type: ignore[attr-defined]
+    protocol.data_received(request("GET", "/inbox", "r"))  # parks
+    waiting = protocol.cycle  # type: ignore[attr-defined]
+    behind = [b"OPTIONS /inbox HTTP/1.1\r\nHost: x\r\n\r\n", b"DELETE /inbox HTTP/1.1\r\nHost: x\r\n\r\n"]
+    pipelined = b"".join(behind) * (HOLD_LIMIT // 60)
+    assert len(pipelined) > PIECE
+    protocol.data_received(pipelined[:10000])
+    assert protocol.cycle is waiting and not protocol.pipeline  # type: ignore[attr-defined]  # none parsed
+    assert len(state.buffer) == 10000 and transport.reading  # held, still reading (disconnects show)
+    protocol.data_received(pipelined[10000:])
+    assert not transport.reading  # past HOLD_LIMIT: stops reading
+
+    sender, sender_transport = connect_in_process(mailbox=mailbox)
+    await exchange(sender, sender_transport, request("POST", "/inbox?to=r", "s", b"hi"))
+    expected = [200] + [204, 405] * (HOLD_LIMIT // 60)
+    await until(lambda: len(statuses(transport.writes)) == len(expected))
+    assert statuses(transport.writes) == expected
+    assert transport.reading and state.buffer is None and not transport.closed
+    await mailbox.aclose()
+
+
+async def test_a_pipelined_batch_in_one_small_read_is_answered_in_order() -> None:
+    protocol, transport = connect_in_process()
+    batch = (
+        request("GET", "/inbox", "r")
+        + request("POST", "/inbox?to=r", "s", b"one")
+        + request("GET", "/inbox", "r")
+    )
+    assert len(batch) <= PIECE
+    protocol.data_received(batch)
+    await until(lambda: len(statuses(transport.writes)) == 3)
+    assert statuses(transport.writes) == [204, 200, 200]
+    assert transport.writes[-1].endswith(b"\r\n\r\none")
+
+
+async def test_large_reads_of_pipelined_bodies_are_parsed_exactly() -> None:
+    """Bodies of declared length, chunked bodies with CRLF CRLF inside, pipelined in reads > PIECE."""
+    protocol, transport = connect_in_process()
+    body = b"x\r\n\r\n" * 400
+    chunked = request("POST", "/inbox?to=r", "s").replace(b"Content-Length: 0", b"Transfer-Encoding: chunked")
+    chunked += b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    batch = request("GET", "/inbox", "r") + request("POST", "/inbox?to=r", "s", body) + chunked
+    batch += request("GET", "/inbox", "r") * 3
+    assert len(batch) > 2 * PIECE
+    protocol.data_received(batch[:3000])
+    protocol.data_received(batch[3000:])
+    await until(lambda: len(statuses(transport.writes)) == 6)
+    assert statuses(transport.writes) == [204, 200, 200, 200, 200, 204]
+    assert [write.endswith(b"\r\n\r\n" + body) for write in transport.writes[3:5]] == [True, True]
+
+
+async def test_blank_lines_cost_one_parser_call_per_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = 0
+    feed = httptools_impl.HttpToolsProtocol.data_received
+
+    def counted(self: Any, data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        feed(self, data)
+
+    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "data_received", counted)
+    protocol, transport = connect_in_process()
+    protocol.data_received(b"\r\n" * 100_000 + request("GET", "/inbox", "r"))
+    await until(lambda: statuses(transport.writes) == [204])
+    assert calls <= 200_000 // PIECE + 3, calls
+
+
+async def test_a_request_whole_in_one_read_leaves_nothing_armed_or_held() -> None:
+    protocol, transport = connect_in_process()
+    state = protocol._state  # type: ignore[attr-defined]
+    protocol.data_received(request("POST", "/inbox?to=nobody", "s", b"x"))
+    assert state.timer is None and state.buffer is None
+    await until(lambda: statuses(transport.writes) == [404])
+    assert state.timer is None and state.buffer is None
+
+
+async def test_one_header_value_streamed_is_cut_off_at_max_header_size() -> None:
+    protocol, transport = connect_in_process(max_header_size=4096)
+    protocol.data_received(b"GET /inbox HTTP/1.1\r\nHost: x\r\nX-Long: ")
+    sent = 0
+    while not transport.closed and sent < 100_000:
+        protocol.data_received(b"v" * 100)
+        sent += 100
+    assert transport.closed and 4000 < sent <= 4100, sent
+    assert transport.writes[-1].startswith(b"HTTP/1.1 431 ")
+
+
+async def test_header_lines_beyond_max_header_count_get_431() -> None:
+    protocol, transport = connect_in_process(max_header_count=20)
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"a: b\r\n" * 19
+    protocol.data_received(head + b"\r\n")
+    await until(lambda: transport.writes)
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+    protocol.data_received(head + b"a: b\r\n\r\n")
+    assert transport.writes[-1].startswith(b"HTTP/1.1 431 ") and transport.closed
+
+
+async def test_extensions_are_merged_into_uvicorns(monkeypatch: pytest.MonkeyPatch) -> None:
+    begin = httptools_impl.HttpToolsProtocol.on_message_begin
+
+    def with_extensions(self: Any) -> None:
+        begin(self)
+        self.scope["extensions"] = {"http.response.trailers": {}}
+
+    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "on_message_begin", with_extensions)
+    protocol, transport = connect_in_process()
+    await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    extensions = protocol.cycle.scope["extensions"]  # type: ignore[attr-defined]
+    assert "http.response.trailers" in extensions and "inbox_asgi.write_response" in extensions
+
+
+async def test_a_response_for_a_closing_transport_is_dropped_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    protocol, transport = connect_in_process(long_polling=True, long_polling_timeout=0.05)
+    protocol.data_received(request("GET", "/inbox", "r"))
+    cycle = protocol.cycle  # type: ignore[attr-defined]
+    transport.close()  # as the head timer would; connection_lost comes a loop turn later
+    await until(lambda: cycle.response_complete or cycle.disconnected)
+    await until(lambda: not protocol.tasks)  # type: ignore[attr-defined]
+    assert transport.writes == [] and cycle.disconnected
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+async def test_without_a_fenced_name_requests_take_plain_asgi(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A uvicorn that renamed something the fast paths use: one warning, plain ASGI, no 500."""
+    renamed = (*fences.CYCLE_ATTRIBUTES, "renamed_in_a_later_uvicorn")
+    monkeypatch.setattr(fences, "CYCLE_ATTRIBUTES", renamed)
+    with caplog.at_level(logging.WARNING, logger="inbox_asgi"):
+        protocol, transport = connect_in_process()
+    [warning] = [record for record in caplog.records if record.name == "inbox_asgi"]
+    assert "RequestResponseCycle.renamed_in_a_later_uvicorn" in warning.getMessage()
+    assert "inbox_asgi.write_response" not in protocol._state.extensions  # type: ignore[attr-defined]
+    empty = await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    posted = await exchange(protocol, transport, request("POST", "/inbox?to=r", "s", b"hello"))
+    delivered = await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    assert [len(writes) for writes in (empty, posted, delivered)] == [2, 2, 2]  # head, body: uvicorn's send
+    assert statuses(empty + posted + delivered) == [204, 200, 200]
+    assert b"".join(delivered).endswith(b"\r\n\r\nhello")
+    monkeypatch.undo()
+    connect_in_process()  # configured again with every fast path, for the tests after this one
+
+
+def test_probe_notices_a_missing_module_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fences.probe().missing == ()
+    monkeypatch.delattr(httptools_impl, "STATUS_LINE")
+    paths = fences.probe()
+    assert paths.missing == ("httptools_impl.STATUS_LINE",)
+    assert not paths.one_write and paths.hold_pipelined and paths.lean_events and paths.lean_pipeline

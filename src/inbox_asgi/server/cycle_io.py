@@ -6,16 +6,22 @@ itself, and bodies that have all arrived, these do the same bookkeeping on
 uvicorn's `RequestResponseCycle` directly. Each checks that it was given
 uvicorn's own bound `send`/`receive` (not one wrapped by middleware) and
 declines otherwise, so the caller falls back to ASGI. inbox-asgi's protocol
-hands them to the endpoint in scope["extensions"].
+hands them to the endpoint in scope["extensions"], unless `fences` finds that
+the installed uvicorn lacks a name they use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http import httptools_impl
 
 from inbox_asgi.http.extensions import Headers
+
+# Looked up softly: a uvicorn without them must not fail this import (fences then
+# keeps these paths switched off).
+STATUS_LINE: dict[int, bytes] = getattr(httptools_impl, "STATUS_LINE", {})
+RequestResponseCycle: Any = getattr(httptools_impl, "RequestResponseCycle", None)
 
 
 def write_response(send: Any, status: int, headers: Headers, body: bytes) -> bool:
@@ -28,7 +34,7 @@ def write_response(send: Any, status: int, headers: Headers, body: bytes) -> boo
     only on uvicorn's own `send`, with no access log to write and no backpressure
     to wait for; otherwise it returns False and the caller sends through ASGI.
     """
-    cycle = getattr(send, "__self__", None)
+    cycle: Any = getattr(send, "__self__", None)
     if (
         type(cycle) is not RequestResponseCycle
         or cycle.response_started
@@ -37,8 +43,11 @@ def write_response(send: Any, status: int, headers: Headers, body: bytes) -> boo
         or cycle.scope["method"] == "HEAD"
     ):
         return False
-    if cycle.disconnected:
-        return True  # as uvicorn's send: nothing to write to
+    if cycle.disconnected or cycle.transport.is_closing():
+        # As uvicorn's send: nothing to write to. A transport already closing (e.g. by
+        # a timer) may have lost its connection without this cycle hearing of it.
+        cycle.disconnected = True
+        return True
     cycle.response_started = cycle.response_complete = True
     cycle.waiting_for_100_continue = False
     content = [STATUS_LINE[status], _joined(cycle.default_headers)]
@@ -63,7 +72,7 @@ def complete_body(receive: Any) -> bytes | None:
     None (read through `receive` instead) unless `receive` is uvicorn's own and
     the body is complete, with no `100 Continue` owed.
     """
-    cycle = getattr(receive, "__self__", None)
+    cycle: Any = getattr(receive, "__self__", None)
     if (
         type(cycle) is not RequestResponseCycle
         or cycle.more_body
