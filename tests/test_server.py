@@ -76,7 +76,9 @@ def test_client_disconnect_mid_long_poll_consumes_nothing(real_server: Start) ->
 
 @pytest.mark.anyio
 async def test_sigterm_answers_waiting_readers_and_completes_posts(real_server: Start) -> None:
-    server = real_server("-metrics", "-long-polling-timeout", "60", "-inbox-capacity", "100000")
+    server = real_server(
+        "-metrics", "-long-polling-timeout", "60", "-inbox-capacity", "100000", "-max-inboxes-per-ip", "0"
+    )
     readers = 1000
     statuses: list[int] = []
     post_outcomes: list[int | str] = []
