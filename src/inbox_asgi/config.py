@@ -8,7 +8,6 @@ start-up with a message, not later with a traceback.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -283,13 +282,3 @@ def option_specs() -> list[tuple[str, str, str, bool]]:
         for spec in fields(Settings)
     ]
 
-
-def configure_logging(settings: Settings) -> None:
-    """Log to stderr at -log-level, in every process (uvicorn workers start bare)."""
-    level = 5 if settings.log_level == "trace" else settings.log_level.upper()
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    root.setLevel(level)
-    if settings.access_log:
-        logging.getLogger("inbox_asgi.access").setLevel(logging.INFO)
