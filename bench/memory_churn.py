@@ -14,7 +14,7 @@ import time
 
 import anyio
 
-from inbox_asgi.http.auth import Credentials
+from inbox_asgi.mailbox.credentials import Credentials
 from inbox_asgi.mailbox.interface import Message
 from inbox_asgi.mailbox.memory import MemoryMailbox
 

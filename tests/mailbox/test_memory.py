@@ -383,3 +383,25 @@ async def test_no_limit_per_network_when_zero() -> None:
     for i in range(20):
         await box.open(from_network(f"p{i}", "10.0.0.1"))
     assert (await box.stats()).inboxes == 20
+
+
+async def test_a_message_handed_to_a_reader_whose_client_left_stays_queued_and_counts() -> None:
+    clock = Clock()
+    box = make(clock, inbox_capacity=1)
+    client_left = False
+    got: list[Message | None] = []
+    async with anyio.create_task_group() as tasks:
+
+        async def read() -> None:
+            got.append(await box.receive(me("r"), wait=10, disconnected=never, gone=lambda: client_left))
+
+        tasks.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        await box.send("s", "r", Message("s", b"kept"))  # handed over...
+        client_left = True  # ... and its client leaves before the reader takes it
+    assert got == [None]
+    with pytest.raises(InboxFull):  # no longer on its way to a reader: it counts again
+        await box.send("s", "r", Message("s", b"over capacity"))
+    assert await box.receive(me("r"), wait=0, disconnected=never) == Message("s", b"kept")
+    clock.now += 61
+    assert box.expire() == 1  # and nothing keeps its inbox alive

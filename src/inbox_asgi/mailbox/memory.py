@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from inbox_asgi.mailbox.errors import (
     WrongPassword,
 )
 from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
+from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.quotas import NetworkQuotas, Quota, message_size
 
@@ -31,42 +31,27 @@ EXPIRY_BATCH = 500
 SHRINK_BELOW = 10_000
 SHRINK_MAX_COPY = 20_000
 
-
-class Reader:
-    """One parked GET. Waking it ends its wait at once; `has_mail` says why it woke.
-
-    The wait is an `asyncio.timeout`, not an anyio cancel scope: with tens of
-    thousands of readers parked, the scope's bookkeeping (~1.2 KiB each) was the
-    largest part of a waiting reader's memory that this package owns.
-    """
-
-    __slots__ = ("has_mail", "timeout")
-
-    def __init__(self) -> None:
-        self.has_mail = False
-        self.timeout: asyncio.Timeout | None = None
-
-    def wake(self, has_mail: bool = False) -> None:
-        self.has_mail = has_mail
-        if self.timeout is not None and not self.timeout.expired():
-            self.timeout.reschedule(0)  # a time past: it expires on the next loop turn
+#: The queue of an inbox without messages (most of them, and every one a reader waits
+#: on): one shared empty tuple rather than an empty list (56 bytes) per inbox.
+NO_MESSAGES: tuple[()] = ()
 
 
 class Inbox:
-    __slots__ = ("password", "promised", "queue", "quota", "reader", "reads", "touched")
+    __slots__ = ("handed_to", "password", "queue", "quota", "reader", "touched")
 
     def __init__(self, password: PasswordDigest, now: float, quota: Quota | None) -> None:
         self.password = password
         #: The -max-inboxes-per-ip count of the network that created it, if limited.
         self.quota = quota
-        # A list, not a deque: an empty deque costs ~600 bytes, an empty list 56, and
-        # with at most inbox-capacity entries pop(0) is as cheap as popleft.
-        self.queue: list[Message] = []
-        self.reader: Reader | None = None
-        #: Messages queued for a woken reader: they do not count against capacity.
-        self.promised = 0
-        #: GETs so far: a woken reader that sees a newer GET arrived takes nothing.
-        self.reads = 0
+        # A list once it holds messages, not a deque: an empty deque costs ~600 bytes,
+        # and with at most inbox-capacity entries pop(0) is as cheap as popleft.
+        self.queue: list[Message] | tuple[()] = NO_MESSAGES
+        self.reader: ParkedReader | None = None
+        #: The woken reader the first queued message was handed to, until it takes it
+        #: or gives up, or a newer GET reads: that message does not count against
+        #: capacity, and the inbox does not expire meanwhile. (One at most: a reader
+        #: parks only on an empty queue.)
+        self.handed_to: ParkedReader | None = None
         self.touched = now
 
 
@@ -104,7 +89,8 @@ class MemoryMailbox:
         self.clock = clock
         self._inboxes: OrderedDict[str, Inbox] = OrderedDict()
         self._quotas = NetworkQuotas(max_inboxes_per_ip)
-        self._readers: set[Reader] = set()
+        #: Readers parked now (a count: shutdown finds them through their inboxes).
+        self._waiting = 0
         self._queued = 0
         self._queued_bytes = 0
         self._expired = 0
@@ -123,19 +109,22 @@ class MemoryMailbox:
         reader = inbox.reader
         size = message_size(message)
         if reader is None:
-            if len(inbox.queue) - inbox.promised >= self.inbox_capacity:
+            if len(inbox.queue) - (inbox.handed_to is not None) >= self.inbox_capacity:
                 raise InboxFull
             if self._queued_bytes + size > self.max_queued_bytes:
                 raise StoreFull
         # For a waiting reader the message only passes through the queue: the
         # reader takes it from there, and only if its client is still connected.
-        inbox.queue.append(message)
+        if inbox.queue:
+            inbox.queue.append(message)
+        else:
+            inbox.queue = [message]
         self._queued += 1
         self._queued_bytes += size
         if reader is not None:
             inbox.reader = None
-            inbox.promised += 1
-            reader.wake(has_mail=True)
+            inbox.handed_to = reader
+            reader.wake(MAIL)
 
     async def receive(
         self,
@@ -150,32 +139,34 @@ class MemoryMailbox:
         inbox = self._open(credentials, now)
         inbox.touched = now  # a read starting counts as a read
         self._inboxes.move_to_end(name)
-        inbox.reads += 1
-        this_read = inbox.reads
         if not inbox.queue and wait > 0 and not self._closed:
-            reader = Reader()
+            reader = ParkedReader()
             if inbox.reader is not None:
-                inbox.reader.wake()  # newest reader wins
+                inbox.reader.wake(SUPERSEDED)  # newest reader wins
             inbox.reader = reader
-            self._readers.add(reader)
+            self._waiting += 1
             try:
-                async with asyncio.timeout(wait) as reader.timeout:
-                    await disconnected()
-            except TimeoutError:
-                pass  # timed out, or woken
+                with reader.parked(anyio.current_time() + wait, disconnected):
+                    await reader.woken()
             finally:
-                reader.timeout = None
-                self._readers.discard(reader)
+                self._waiting -= 1
                 if inbox.reader is reader:
                     inbox.reader = None
                 self._touch(name, inbox)
-            if not reader.has_mail or gone() or inbox.reads != this_read:
-                return None  # nothing came, its client left, or a newer GET took over
-        inbox.promised = 0  # whoever reads now has the promised message in front of it
+            if reader.woke() != MAIL or inbox.handed_to is not reader or gone():
+                # Nothing came, a newer GET read first, or its client left. A message
+                # handed to it stays first in the queue, and counts again.
+                if inbox.handed_to is reader:
+                    inbox.handed_to = None
+                return None
+        inbox.handed_to = None  # whoever reads now has the handed message in front of it
         # Nothing is taken for a client already gone, woken or not (it may have left
         # before its GET was even served).
-        if inbox.queue and not gone() and self._inboxes.get(name) is inbox:
-            message = inbox.queue.pop(0)
+        queue = inbox.queue
+        if queue and not gone() and self._inboxes.get(name) is inbox:
+            message = queue.pop(0)
+            if not queue:
+                inbox.queue = NO_MESSAGES
             self._queued -= 1
             self._queued_bytes -= message_size(message)
             return message
@@ -184,12 +175,17 @@ class MemoryMailbox:
     async def requeue(self, recipient: str, message: Message) -> None:
         inbox = self._inboxes.get(recipient)
         if inbox is not None:
-            inbox.queue.insert(0, message)  # over any limit: a message accepted is never lost
+            # Over any limit: a message accepted is never lost.
+            if inbox.queue:
+                inbox.queue.insert(0, message)
+            else:
+                inbox.queue = [message]
             self._queued += 1
             self._queued_bytes += message_size(message)
             if inbox.reader is not None:
                 reader, inbox.reader = inbox.reader, None
-                reader.wake(has_mail=True)
+                inbox.handed_to = reader
+                reader.wake(MAIL)
 
     async def run(self) -> None:
         while True:
@@ -211,12 +207,13 @@ class MemoryMailbox:
 
     def shutdown(self) -> None:
         self._closed = True
-        for reader in list(self._readers):
-            reader.wake()
+        for inbox in self._inboxes.values():  # once, at the end: a pass over all is fine
+            if inbox.reader is not None:
+                inbox.reader.wake(CLOSED)
 
     async def stats(self) -> MailboxStats:
         return MailboxStats(
-            len(self._inboxes), len(self._readers), self._queued, self._expired, self._queued_bytes
+            len(self._inboxes), self._waiting, self._queued, self._expired, self._queued_bytes
         )
 
     async def aclose(self) -> None:
@@ -234,7 +231,7 @@ class MemoryMailbox:
             name, inbox = next(iter(inboxes.items()))
             if inbox.touched > cutoff:
                 break
-            if inbox.reader is not None or inbox.promised:
+            if inbox.reader is not None or inbox.handed_to is not None:
                 # Being read right now (or a woken reader about to take its message)
                 # counts as a read: it goes to the back.
                 inbox.touched = now
@@ -251,7 +248,7 @@ class MemoryMailbox:
         if (
             inbox is not None
             and inbox.reader is None
-            and not inbox.promised
+            and inbox.handed_to is None
             and inbox.touched <= now - self.inbox_timeout
         ):
             # Expired but not yet swept: behave exactly as if the sweep had run.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass
 from hashlib import blake2b
 
 SALT_BYTES = 16
@@ -20,23 +19,35 @@ def _digest(password: str, salt: bytes) -> bytes:
     return blake2b(password.encode(), digest_size=32, salt=salt).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class PasswordDigest:
-    salt: bytes
-    digest: bytes
+class PasswordDigest(bytes):
+    """A salt and the digest of a password under it: the bytes salt + digest.
+
+    A bytes subclass, not a dataclass of two: every inbox holds one, and one
+    object instead of three saves ~90 bytes an inbox.
+    """
+
+    __slots__ = ()
 
     @classmethod
     def of(cls, password: str, salt: bytes | None = None) -> PasswordDigest:
         """A fresh random salt, or a given one (to compare against a stored digest)."""
         salt = os.urandom(SALT_BYTES) if salt is None else salt
-        return cls(salt, _digest(password, salt))
+        return cls(salt + _digest(password, salt))
+
+    @property
+    def salt(self) -> bytes:
+        return self[:SALT_BYTES]
+
+    @property
+    def digest(self) -> bytes:
+        return self[SALT_BYTES:]
 
     def matches(self, password: str) -> bool:
         return hmac.compare_digest(self.digest, _digest(password, self.salt))
 
     def to_bytes(self) -> bytes:
-        return self.salt + self.digest
+        return bytes(self)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PasswordDigest:
-        return cls(raw[:SALT_BYTES], raw[SALT_BYTES:])
+        return cls(raw)

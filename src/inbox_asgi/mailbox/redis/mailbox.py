@@ -68,6 +68,7 @@ from inbox_asgi.mailbox.errors import (
     WrongPassword,
 )
 from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
+from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.redis.codec import (
     decode_message,
@@ -111,28 +112,23 @@ StoreError = (BackendUnavailable, StoreFull)
 #: (inbox name, index score to record or 0, key of its per-network index or b"").
 IndexEntry = tuple[str, int, bytes]
 
-# What a woken reader has to do, in increasing priority.
-_NOTHING, _CHECK, _SUPERSEDED, _CLOSED = range(4)
 
+class Waiter(ParkedReader):
+    """One GET parked in this process, and where it waits in Redis.
 
-class Waiter:
-    """One GET parked in this process. Waking it cancels its wait; `pending` says why."""
+    Woken with MAIL it claims a message (which may be gone by then: it parks
+    again); SUPERSEDED, LEFT and CLOSED end its wait.
+    """
 
-    __slots__ = ("active", "keys", "name", "pending", "refreshed", "scope", "token")
+    __slots__ = ("active", "keys", "name", "refreshed", "token")
 
     def __init__(self, token: bytes, name: str, keys: tuple[bytes, bytes]) -> None:
+        super().__init__()
         self.token = token
         self.name = name
         self.keys = keys
-        self.pending = _NOTHING
-        self.scope: anyio.CancelScope | None = None
         self.active = False  # registered as the inbox's reader in Redis
         self.refreshed = 0.0
-
-    def wake(self, reason: int) -> None:
-        self.pending = max(self.pending, reason)
-        if self.scope is not None:
-            self.scope.cancel()
 
 
 class RedisMailbox:
@@ -251,7 +247,7 @@ class RedisMailbox:
     def shutdown(self) -> None:
         self._closed = True
         for waiter in list(self._waiters.values()):
-            waiter.wake(_CLOSED)
+            waiter.wake(CLOSED)
 
     async def stats(self) -> MailboxStats:
         """Inboxes across all processes; waiting readers of this process.
@@ -301,17 +297,10 @@ class RedisMailbox:
     ) -> Message | None:
         deadline = anyio.current_time() + wait
         try:
-            while True:
-                if waiter.pending == _NOTHING and not self._closed:
-                    gone = False
-                    with anyio.move_on_at(deadline) as waiter.scope:
-                        await disconnected()
-                        gone = True
-                    waiter.scope = None
-                    if gone:
-                        break
-                reason, waiter.pending = waiter.pending, _NOTHING
-                if reason != _CHECK or self._closed or client_gone():
+            while not self._closed:
+                with waiter.parked(deadline, disconnected):
+                    await waiter.woken()  # at once if it was woken meanwhile
+                if waiter.woke() != MAIL or self._closed or client_gone():
                     break  # timed out, superseded, shutting down, or the client left
                 call: Call = (CLAIM, waiter.keys, (waiter.token, self.ttl_ms))
                 reply = await self._taking(waiter.name, waiter.token, call)
@@ -466,12 +455,12 @@ class RedisMailbox:
                 # Wake-ups published while we were not subscribed are lost: every
                 # local reader re-checks its inbox.
                 for waiter in list(self._waiters.values()):
-                    waiter.wake(_CHECK)
+                    waiter.wake(MAIL)
 
     def _dispatch(self, data: bytes) -> None:
         waiter = self._waiters.get(data[1:])
         if waiter is not None:
-            waiter.wake(_SUPERSEDED if data[:1] == b"S" else _CHECK)
+            waiter.wake(SUPERSEDED if data[:1] == b"S" else MAIL)
 
     async def _settle_loop(self) -> None:
         """Settle the holds of delivered messages, many per round trip, after their answers went out."""
@@ -522,9 +511,9 @@ class RedisMailbox:
             for waiter, (status, *_) in zip(batch, results, strict=True):
                 waiter.refreshed = now
                 if status == b"superseded":
-                    waiter.wake(_SUPERSEDED)
+                    waiter.wake(SUPERSEDED)
                 elif status == b"message":
-                    waiter.wake(_CHECK)
+                    waiter.wake(MAIL)
 
     # -- talking to Redis ---------------------------------------------------------------
 
