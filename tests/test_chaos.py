@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 import pytest
 
-from .redis_support import RedisServer
+from .redis_support import RedisServer, until
 from .support import RawConnection, RawResponse, ServerProcess, basic
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +48,10 @@ async def connect(cluster: Cluster, rng: random.Random) -> RawConnection:
                 await anyio.sleep(0.01)
 
 
-async def run_chaos(cluster: Cluster, during: Callable[[], object] | None = None) -> dict[str, int]:
+async def run_chaos(
+    cluster: Cluster, during: Callable[[Counter[str]], Coroutine[Any, Any, None]] | None = None
+) -> dict[str, int]:
+    """Run the traffic; `during`, given the live counts, runs alongside (e.g. a restart)."""
     accepted: Counter[tuple[int, int]] = Counter()
     delivered: Counter[tuple[int, int]] = Counter()
     order_ok = True
@@ -78,7 +81,7 @@ async def run_chaos(cluster: Cluster, during: Callable[[], object] | None = None
                     counts["aborts"] += 1
                     flaky = await connect(cluster, rng)
                     flaky.send_request("GET", "/inbox", auth)
-                    await anyio.sleep(rng.uniform(0, 0.03))
+                    await anyio.sleep(rng.uniform(0, 0.03))  # chaos: abort at any point, not a sync
                     flaky.writer.write_eof()
                     with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
                         record(i, await flaky.read_response(), seen)  # if anything was written to it
@@ -87,7 +90,7 @@ async def run_chaos(cluster: Cluster, during: Callable[[], object] | None = None
                     counts["superseded"] += 1
                     older = await connect(cluster, rng)
                     older.send_request("GET", "/inbox", auth)
-                    await anyio.sleep(rng.uniform(0, 0.02))
+                    await anyio.sleep(rng.uniform(0, 0.02))  # chaos: either may reach the server first
                     newer = steady.read_response()
                     steady.send_request("GET", "/inbox", auth)
                     # The two GETs race on separate connections: the server may see either
@@ -132,7 +135,7 @@ async def run_chaos(cluster: Cluster, during: Callable[[], object] | None = None
                     break
                 assert response.status in (503, 404), response  # full, or r not there yet
                 counts[f"refused {response.status}"] += 1
-                await anyio.sleep(rng.uniform(0.005, 0.03))
+                await anyio.sleep(rng.uniform(0.005, 0.03))  # a client's back-off, not a sync
         await connection.close()
 
     with anyio.fail_after(60):
@@ -141,7 +144,7 @@ async def run_chaos(cluster: Cluster, during: Callable[[], object] | None = None
                 tasks.start_soon(receiver, i)
                 tasks.start_soon(sender, i)
             if during is not None:
-                await anyio.to_thread.run_sync(during)
+                tasks.start_soon(during, counts)
 
     assert all(count == 1 for count in accepted.values())
     assert delivered == accepted, "lost or duplicated: " + str(
@@ -179,14 +182,16 @@ async def test_redis_mode_survives_a_server_restart(
     cluster = Cluster([real_server(*flags, tls=False), real_server(*flags, tls=False)])
     restarted = anyio.Event()
 
-    def restart_one() -> None:
+    async def restart_one(counts: Counter[str]) -> None:
         """Stop one server with traffic in flight, then bring a fresh one up."""
-        time.sleep(1)  # let traffic get going first: the server stopped has delivered messages
+        # Once a third of the messages went through, both servers have delivered some.
+        await until(lambda: counts["delivered"] >= PAIRS * MESSAGES // 3, within=30)
         victim = cluster.servers[0]
         cluster.servers = cluster.servers[1:]
-        assert victim.stop() == 0
-        cluster.servers = [*cluster.servers, real_server(*flags, tls=False)]
-        anyio.from_thread.run_sync(restarted.set)
+        assert await anyio.to_thread.run_sync(victim.stop) == 0
+        fresh = await anyio.to_thread.run_sync(lambda: real_server(*flags, tls=False))
+        cluster.servers = [*cluster.servers, fresh]
+        restarted.set()
 
     counts = await run_chaos(cluster, during=restart_one)
     assert restarted.is_set()

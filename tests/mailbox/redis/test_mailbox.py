@@ -69,7 +69,12 @@ async def mailboxes(
     """
     if flush:
         server.flush()
-    settings = {"inbox_timeout": 60.0, "inbox_capacity": 3, "max_inboxes": 1000, "cleanup_interval": 30.0}
+    settings: dict[str, Any] = {
+        "inbox_timeout": 60.0,
+        "inbox_capacity": 3,
+        "max_inboxes": 1000,
+        "cleanup_interval": 30.0,
+    }
     settings.update(options)
     boxes = [RedisMailbox(connect(url or server.url), **settings) for _ in range(count)]
     try:
@@ -366,7 +371,12 @@ async def test_no_expiry_while_a_reader_waits_elsewhere(redis_server: RedisServe
     async with mailboxes(redis_server, inbox_timeout=0.3, cleanup_interval=0.05) as (a, b):
         async with anyio.create_task_group() as tasks:
             reader = await start_reader(tasks, a, "r")
-            await anyio.sleep(1.0)  # more than three inbox timeouts pass while it waits
+            # Three inbox timeouts pass while it waits: a witness inbox expires three times over.
+            witness = inbox_keys("witness")[0]
+            with redis_server.client() as client:
+                for _ in range(3):
+                    await b.open(me("witness"))
+                    await until(lambda: not client.exists(witness))
             await b.send("s", "r", Message("s", b"still here"))
             with anyio.fail_after(2):
                 await reader.done.wait()
@@ -470,7 +480,8 @@ async def test_a_newer_get_waits_behind_a_held_message(redis_server: RedisServer
         taken = (await a._run([(ENTER, keys, (digest, b"", a.ttl_ms, b"read", 0, b"slow|1"))]))[0]
         assert taken[0] == b"message" and decode_message(taken[2]).body == b"one"
         reader = await start_reader(tasks, b, "r", wait)  # a newer GET: it waits for the outcome
-        await anyio.sleep(0.1)
+        with redis_server.client() as client:  # registered as the reader, behind the hold
+            assert client.hget(keys[0], "reader").startswith(b.channel)
         assert not reader.done.is_set()
         # The earlier GET's client had left: "one" goes back, and the newer GET gets it.
         assert (await a._run([(SETTLE, keys, (b"slow|1", b"back"))]))[0] == 1

@@ -171,7 +171,7 @@ if not stored then
   if ARGV[2] == '' then return {'missing'} end
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'pw', ARGV[2], 'ix', ARGV[5])
-  if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'net', ARGV[7]) end
+  if ARGV[7] and ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'net', ARGV[7]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 elseif not same(stored, ARGV[1]) then
   return {'password', stored}
