@@ -183,7 +183,8 @@ async def test_requeue_puts_message_first() -> None:
 
 
 async def test_cancelled_reader_keeps_a_handed_over_message() -> None:
-    box = make(Clock())
+    clock = Clock()
+    box = make(clock, inbox_capacity=1)
     async with anyio.create_task_group() as tasks:
 
         async def read() -> None:
@@ -193,6 +194,8 @@ async def test_cancelled_reader_keeps_a_handed_over_message() -> None:
         await anyio.wait_all_tasks_blocked()
         await box.send("s", "r", Message("s", b"keep"))
         tasks.cancel_scope.cancel()  # the reader dies before it could answer
+    with pytest.raises(InboxFull):  # the message counts again: it waits in the queue
+        await box.send("s", "r", Message("s", b"over capacity"))
     kept = await box.receive(me("r"), wait=0, disconnected=never)
     assert kept is not None and kept.body == b"keep"
 

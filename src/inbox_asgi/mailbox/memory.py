@@ -148,6 +148,10 @@ class MemoryMailbox:
             try:
                 with reader.parked(anyio.current_time() + wait, disconnected):
                     await reader.woken()
+            except BaseException:  # cancelled: a message handed to it stays first, and counts
+                if inbox.handed_to is reader:
+                    inbox.handed_to = None
+                raise
             finally:
                 self._waiting -= 1
                 if inbox.reader is reader:
