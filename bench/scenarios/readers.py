@@ -115,7 +115,10 @@ def run(args: argparse.Namespace) -> None:
     counts = [*args.readers, hard - 100] if args.max_readers else list(args.readers)
     rows = []
     for number, count in enumerate(counts):
-        server = inbox_server("-metrics", "-long-polling-timeout", "300", "-max-inboxes", str(count + 1000))
+        server = inbox_server(
+            "-metrics", "-long-polling-timeout", "300", "-max-inboxes", str(count + 1000),
+            "-max-inboxes-per-ip", "0",  # every reader comes from one address
+        )  # fmt: skip
         try:
             # Warm the server up (imports, caches) before the baseline RSS: 200 messages to self,
             # then 200 GETs that take them (a GET on an empty inbox would wait).
