@@ -81,6 +81,12 @@ def _through_the_router() -> None:
     InboxFirst.__call__ = Starlette.__call__  # type: ignore[method-assign]
 
 
+def _plain_parked_events() -> None:
+    from inbox_asgi.mailbox import parking
+
+    parking._lean = lambda event: event  # type: ignore[assignment]
+
+
 def _patches() -> dict[str, Callable[[], None]]:
     from inbox_asgi.http.extensions import COMPLETE_BODY, WRITE_RESPONSE
 
@@ -91,6 +97,7 @@ def _patches() -> dict[str, Callable[[], None]]:
         "lean-events": _without_flag("_lean_events"),
         "slotted-state": _state_on_the_instance,
         "inbox-first": _through_the_router,
+        "lean-parked-event": _plain_parked_events,
     }
 
 
@@ -101,6 +108,7 @@ PATHS = (
     "lean-events",
     "slotted-state",
     "inbox-first",
+    "lean-parked-event",
 )
 
 

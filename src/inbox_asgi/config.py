@@ -148,7 +148,8 @@ class Settings:
     max_queued_bytes: int = _option(
         "268435456",
         _positive(int),
-        "most bytes all queued messages hold together, overhead included (503 for new messages beyond)",
+        "most bytes all queued messages hold together, overhead included (503 beyond); "
+        "in Redis mode Redis's maxmemory is the bound",
     )
     max_inboxes_per_ip: int = _option(
         "1000",

@@ -28,6 +28,7 @@ async def test_metrics_count_inboxes_messages_and_requests(
         assert value(before, "inbox_inboxes") == 2
         if not backend.get("redis_url"):  # Redis mode does not count queued messages
             assert value(before, "inbox_queued_messages") == 1
+            assert value(before, "inbox_queued_bytes") > 1  # one byte of body, plus sender and overhead
         assert value(before, "inbox_waiting_readers") == 0
         assert value(before, "inbox_messages_accepted_total") == 1
         assert value(before, 'inbox_messages_rejected_total{status="503"}') == 1
@@ -35,6 +36,7 @@ async def test_metrics_count_inboxes_messages_and_requests(
         await client.get("/inbox", headers=basic("r"))
         after = (await client.get("/metrics")).text
         assert value(after, "inbox_messages_delivered_total") == 1
+        assert value(after, "inbox_queued_bytes") == 0
         assert value(after, 'inbox_requests_total{method="GET",route="/inbox",status="204"}') == 1
 
 

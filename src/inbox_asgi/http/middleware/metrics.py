@@ -24,6 +24,11 @@ class Metrics:
         self.inboxes = Gauge("inbox_inboxes", "inboxes held", registry=registry)
         self.waiting = Gauge("inbox_waiting_readers", "GETs waiting for a message", registry=registry)
         self.queued = Gauge("inbox_queued_messages", "messages waiting in inboxes", registry=registry)
+        self.queued_bytes = Gauge(
+            "inbox_queued_bytes",
+            "bytes queued messages hold, as -max-queued-bytes counts them (0 in Redis mode)",
+            registry=registry,
+        )
         self.delivered = Counter("inbox_messages_delivered", "messages handed to readers", registry=registry)
         self.accepted = Counter("inbox_messages_accepted", "messages accepted (POST 200)", registry=registry)
         self.rejected = Counter(
@@ -37,6 +42,7 @@ class Metrics:
         self.inboxes.set(stats.inboxes)
         self.waiting.set(stats.waiting_readers)
         self.queued.set(stats.queued_messages)
+        self.queued_bytes.set(stats.queued_bytes)
         self.expired.inc(max(0, stats.expired_inboxes - self._expired_seen))
         self._expired_seen = stats.expired_inboxes
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
