@@ -6,8 +6,7 @@ trickles in, and parses every request a client pipelines as soon as it
 arrives; each lets one client pin memory, connections or the event loop. It
 keeps per-connection state small, since a waiting reader is a connection. And
 it offers the endpoint, through scope["extensions"], what ASGI has no word
-for: whether the client is gone, and the hot-path reads and writes of
-`cycle_io`.
+for: whether the client is gone, and a future for its leaving.
 
 The limits come from Settings, once per process: `configure` in-process (the
 CLI, tests), else `Settings.from_env()` on the first connection, which is how
@@ -23,8 +22,7 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inbox_asgi.config import Settings
-from inbox_asgi.http.extensions import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
-from inbox_asgi.server.cycle_io import complete_body, write_response
+from inbox_asgi.http.extensions import CONNECTION_CLOSED, CONNECTION_GONE
 from inbox_asgi.server.fences import FastPaths, probe
 
 __all__ = ["CONNECTION_GONE", "LimitedHttpToolsProtocol"]
@@ -139,7 +137,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout: ClassVar[float] = 10.0
     #: What `fences` found usable in this process; None until configured.
     fast_paths: ClassVar[FastPaths | None] = None
-    _cycle_extensions: ClassVar[dict[str, Any]] = {}
     _hold_pipelined: ClassVar[bool] = False
     _lean_events: ClassVar[bool] = False
     _lean_pipeline: ClassVar[bool] = False
@@ -153,9 +150,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         this.head_timeout = settings.header_timeout
         this.body_timeout = settings.body_timeout
         this.fast_paths = paths = probe()
-        this._cycle_extensions = (
-            {WRITE_RESPONSE: write_response, COMPLETE_BODY: complete_body} if paths.one_write else {}
-        )
         this._hold_pipelined = paths.hold_pipelined
         this._lean_events = paths.lean_events
         this._lean_pipeline = paths.lean_pipeline
@@ -168,7 +162,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             {
                 CONNECTION_GONE: self._connection_gone,
                 CONNECTION_CLOSED: self._closed,
-                **self._cycle_extensions,
             }
         )
         if self._lean_pipeline:
@@ -396,7 +389,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             b"content-type: text/plain; charset=utf-8\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
         )
-        self.transport.close()
+        self._close()
 
     # -- extensions ----------------------------------------------------------------------
 
@@ -430,10 +423,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._state.timer.cancel()
             self._state.timer = None
 
+    def _close(self) -> None:
+        """Close the connection, telling every request still running that its client is gone.
+
+        uvicorn learns of a close only in connection_lost, a loop turn later; an
+        answer written in between would go to a closed transport (uvloop raises,
+        and uvicorn logs the traceback as an application error).
+        """
+        for cycle in (self.cycle, self._state.ahead):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self.transport.close()
+
     def _head_timed_out(self) -> None:
         self._state.timer = None
         if not self.transport.is_closing():
-            self.transport.close()
+            self._close()
 
     def _body_timed_out(self) -> None:
         self._state.timer = None
@@ -444,4 +450,4 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
             )
-        self.transport.close()  # the app's receive() now says http.disconnect
+        self._close()  # the app's receive() now says http.disconnect
