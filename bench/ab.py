@@ -21,7 +21,7 @@ def server(name: str, source: str) -> harness.Server:
     port = harness.free_port()
     argv = [
         "env", f"PYTHONPATH={source}", sys.executable, "-m", "inbox_asgi", "-https=false",
-        "-bind", f"127.0.0.1:{port}", "-log-level", "warning", "-long-polling=false",
+        "-bind", f"127.0.0.1:{port}", "-log-level", "warning", "-long-polling=false", *harness.BENCH_FLAGS,
     ]  # fmt: skip
     return harness.Server(name, argv, port)
 

@@ -107,7 +107,7 @@ def server(name: str, variant: str, *flags: str) -> harness.Server:
     port = harness.free_port()
     argv = [
         sys.executable, __file__, "serve", variant, "-https=false", "-bind", f"127.0.0.1:{port}",
-        "-log-level", "warning", *flags,
+        "-log-level", "warning", *harness.BENCH_FLAGS, *flags,
     ]  # fmt: skip
     return harness.Server(name, argv, port)
 
@@ -125,7 +125,7 @@ async def _park(port: int, count: int, prefix: str) -> list[Connection]:
 
 def kib_per_reader(variant: str, count: int) -> float:
     """RSS growth per parked long poll, for one fresh server of this variant."""
-    each = server(variant, variant, "-metrics", "-long-polling-timeout", "120", "-max-inboxes-per-ip", "0")
+    each = server(variant, variant, "-metrics", "-long-polling-timeout", "120")
     try:
 
         async def measure() -> float:
@@ -178,6 +178,8 @@ def main() -> None:
             ],
             stream, 2, [args.connections], args, lambda each: harness.run_setup(each, create),
         )  # fmt: skip
+        if any(run["errors_total"] for run in runs):
+            sys.exit(f"{path}: a run had non-2xx responses or socket errors: the comparison is invalid")
         rps = {
             name: statistics.median(run["rps"] for run in runs if run["server"] == name)
             for name in ("shipped", "without")

@@ -60,6 +60,10 @@ def raise_open_files() -> int:
     return hard
 
 
+#: Every bench client is 127.0.0.1: thousands of peers from one address, which
+#: -max-inboxes-per-ip would (rightly) refuse with 429.
+BENCH_FLAGS = ("-max-inboxes-per-ip", "0")
+
 #: Servers started and not yet stopped, so that `compare` stops those of a failed start too.
 RUNNING: list[Server] = []
 
@@ -147,6 +151,7 @@ def inbox_server(*flags: str, name: str = "inbox-asgi") -> Server:
         f"127.0.0.1:{port}",
         "-log-level",
         "warning",
+        *BENCH_FLAGS,
     ]
     return Server(name, [*argv, *flags], port)
 
