@@ -8,9 +8,7 @@ For every fast path the server runs twice, side by side and loaded in turn
 switched off (B, the same process with one monkeypatch applied by `serve`
 below). Then each variant holds `--readers` parked long polls and RSS per
 reader is read. A path stays in the code only if by itself it buys ≥ 5 % pairs
-req/s or ≥ 0.5 KiB per waiting reader (docs/performance.md has the table;
-the one-write responses and the body taken without `receive` were measured
-this way and removed).
+req/s or ≥ 0.5 KiB per waiting reader (docs/performance.md has the table).
 """
 
 from __future__ import annotations
@@ -30,6 +28,20 @@ from scenarios.pairs import pairs_requests
 #: Keep a fast path that buys at least this much by itself.
 KEEP_RPS = 0.05
 KEEP_KIB = 0.5
+
+
+def _without_extension(key: str) -> None:
+    from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
+
+    configure = LimitedHttpToolsProtocol.configure.__func__  # type: ignore[attr-defined]
+
+    def patched(cls: Any, settings: Any) -> None:
+        configure(cls, settings)
+        LimitedHttpToolsProtocol._cycle_extensions = {
+            k: v for k, v in LimitedHttpToolsProtocol._cycle_extensions.items() if k != key
+        }
+
+    LimitedHttpToolsProtocol.configure = classmethod(patched)  # type: ignore[method-assign,assignment]
 
 
 def _without_flag(flag: str) -> Callable[[], None]:
@@ -76,7 +88,11 @@ def _plain_parked_events() -> None:
 
 
 def _patches() -> dict[str, Callable[[], None]]:
+    from inbox_asgi.http.extensions import COMPLETE_BODY, WRITE_RESPONSE
+
     return {
+        "one-write": lambda: _without_extension(WRITE_RESPONSE),
+        "body-without-receive": lambda: _without_extension(COMPLETE_BODY),
         "list-pipeline": _without_flag("_lean_pipeline"),
         "lean-events": _without_flag("_lean_events"),
         "slotted-state": _state_on_the_instance,
@@ -86,6 +102,8 @@ def _patches() -> dict[str, Callable[[], None]]:
 
 
 PATHS = (
+    "one-write",
+    "body-without-receive",
     "list-pipeline",
     "lean-events",
     "slotted-state",

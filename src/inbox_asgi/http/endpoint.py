@@ -10,10 +10,17 @@ from __future__ import annotations
 from starlette.types import Receive, Scope, Send
 
 from inbox_asgi.http.auth import TWO_AUTHORIZATIONS, authorization_header, parse_authorization
-from inbox_asgi.http.extensions import CONNECTION_CLOSED, CONNECTION_GONE
+from inbox_asgi.http.extensions import (
+    COMPLETE_BODY,
+    CONNECTION_CLOSED,
+    CONNECTION_GONE,
+    WRITE_RESPONSE,
+    Headers,
+    ResponseWriter,
+)
 from inbox_asgi.http.middleware.client_ip import client_ip, client_network
 from inbox_asgi.http.query import parse_query
-from inbox_asgi.http.responses import Headers, send_error, send_response, send_text
+from inbox_asgi.http.responses import send_error, send_response, send_text
 from inbox_asgi.mailbox.errors import BodyTooLarge, InboxError, MalformedRequest, MissingRecipient
 from inbox_asgi.mailbox.interface import Disconnected, Mailbox, Message, never_gone
 
@@ -68,14 +75,18 @@ class InboxEndpoint:
             disconnected=disconnected,
             gone=extensions.get(CONNECTION_GONE, never_gone),
         )
+        # inbox-asgi's protocol writes a whole response at once; elsewhere, ASGI does.
+        write: ResponseWriter = extensions.get(WRITE_RESPONSE, _asgi_only)
         if message is None:
-            await send_response(send, 204, [NO_STORE])
+            if not write(send, 204, [NO_STORE], b""):
+                await send_response(send, 204, [NO_STORE])
             return
         headers: Headers = [NO_STORE, (b"x-from", message.sender.encode())]
         if message.content_type is not None:
             headers.append((b"content-type", message.content_type))
         try:
-            await send_response(send, 200, headers, message.body)
+            if not write(send, 200, headers, message.body):
+                await send_response(send, 200, headers, message.body)
         except OSError:
             # The reader vanished while we answered (ASGI servers raise an OSError
             # subclass from `send` for that, uvicorn's ClientDisconnected included):
@@ -109,10 +120,18 @@ class InboxEndpoint:
             declared.isdigit() and (len(declared) > _MAX_LENGTH_DIGITS or int(declared) > limit)
         ):
             raise BodyTooLarge
-        body = await self._read_body(receive, limit)
+        extensions = scope.get("extensions") or {}
+        complete_body = extensions.get(COMPLETE_BODY)
+        body = complete_body(receive) if complete_body else None
+        if body is None:
+            body = await self._read_body(receive, limit)
+        elif len(body) > limit:
+            raise BodyTooLarge
         message = Message(credentials.username, body, content_type)
         await self.mailbox.send(credentials.username, recipient, message)
-        await send_response(send, 200, [])
+        write: ResponseWriter = extensions.get(WRITE_RESPONSE, _asgi_only)
+        if not write(send, 200, [], b""):
+            await send_response(send, 200, [])
 
     def _network(self, scope: Scope) -> str:
         """The client's network for the per-client inbox limit; empty when the server gives no peer."""
@@ -139,6 +158,11 @@ class InboxEndpoint:
             chunks.append(chunk)
             more = event.get("more_body", False)
         return b"".join(chunks)
+
+
+def _asgi_only(send: Send, status: int, headers: Headers, body: bytes) -> bool:
+    """The response writer of servers without inbox-asgi's protocol: leaves it to `send`."""
+    return False
 
 
 def _receive_disconnect(receive: Receive) -> Disconnected:

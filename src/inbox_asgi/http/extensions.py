@@ -1,13 +1,22 @@
 """What inbox-asgi's server offers the endpoint in scope["extensions"], beyond ASGI.
 
-ASGI has no word for "is the client still there?" without awaiting `receive`.
-`inbox_asgi.server` fills these keys in (merged into the server's own
-`extensions` dict); under any other server they are absent and the endpoint
-learns of a disconnect through `receive`. Only the keys and the shapes of their
-values live here, so the HTTP layer never imports the server.
+ASGI has no word for "is the client still there?" without awaiting `receive`,
+and no single call for a whole response. `inbox_asgi.server` fills these keys
+in (each value is merged into the server's own `extensions` dict); under any
+other server they are absent and the endpoint does the same through plain ASGI.
+Only the keys and the shapes of their values live here, so the HTTP layer
+never imports the server.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import Scope
+
+Headers = list[tuple[bytes, bytes]]
 
 #: `() -> bool`: whether the client's connection is gone. The endpoint hands a
 #: message back to the queue rather than write it into a dead connection
@@ -17,3 +26,17 @@ CONNECTION_GONE = "inbox_asgi.connection_gone"
 #: waits on it instead of on `receive`, which would hold an asyncio.Event waiter
 #: and two more coroutine frames per waiting reader.
 CONNECTION_CLOSED = "inbox_asgi.connection_closed"
+#: `ResponseWriter`: a whole response in one write.
+WRITE_RESPONSE = "inbox_asgi.write_response"
+#: `(receive) -> bytes | None`: a request body already all in, without an await.
+COMPLETE_BODY = "inbox_asgi.complete_body"
+
+#: (send, status, headers, body) -> True if written, False to fall back to ASGI `send`.
+ResponseWriter = Callable[[Any, int, Headers, bytes], bool]
+ClosedFuture = Callable[[], "asyncio.Future[None]"]
+
+
+def extensions(scope: Scope) -> dict[str, Any]:
+    """The scope's extensions, or an empty dict under servers that give none."""
+    found: dict[str, Any] | None = scope.get("extensions")
+    return found if found is not None else {}

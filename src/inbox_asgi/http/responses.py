@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.types import Send
 
+from inbox_asgi.http.extensions import Headers
 from inbox_asgi.mailbox.errors import (
     BackendUnavailable,
     BadCredentials,
@@ -20,8 +21,6 @@ from inbox_asgi.mailbox.errors import (
     TooManyInboxesFromClient,
     WrongPassword,
 )
-
-Headers = list[tuple[bytes, bytes]]
 
 _CHALLENGE = [(b"www-authenticate", b'Basic realm="inbox"')]
 _RETRY_SOON = [(b"retry-after", b"1")]

@@ -1,7 +1,7 @@
 """The uvicorn and asyncio internals the fast paths lean on, checked once per process.
 
 uvicorn's protocol classes are not a public API: a minor release may rename
-what `protocol` reads and writes. Each fast path names what it
+what `cycle_io` and `protocol` read and write. Each fast path names what it
 needs; `probe` looks for those names in the installed uvicorn (on throw-away
 objects built like uvicorn builds them), and switches off, with one warning,
 every path that lacks one. Requests then take plain ASGI: slower, never a 500.
@@ -21,8 +21,25 @@ from uvicorn.protocols.http import flow_control, httptools_impl
 
 logger = logging.getLogger("inbox_asgi")
 
-#: What the protocol reads or sets on a RequestResponseCycle.
-CYCLE_ATTRIBUTES = ("message_event", "disconnected", "response_started", "response_complete")
+#: What cycle_io and the protocol read or set on a RequestResponseCycle.
+CYCLE_ATTRIBUTES = (
+    "scope",
+    "transport",
+    "flow",
+    "access_log",
+    "default_headers",
+    "message_event",
+    "on_response",
+    "disconnected",
+    "keep_alive",
+    "waiting_for_100_continue",
+    "body",
+    "more_body",
+    "response_started",
+    "response_complete",
+)
+#: What cycle_io reads or calls on uvicorn's FlowControl.
+FLOW_ATTRIBUTES = ("write_paused", "read_paused", "resume_reading")
 #: The protocol hook a cycle calls when its response is complete (pipelined bytes wait for it).
 RESPONSE_HOOK = "on_response_complete"
 #: deque methods uvicorn may call on its pipeline that the lean list stand-in implements.
@@ -34,6 +51,8 @@ DEQUE_ONLY = frozenset({"appendleft", "popleft", "extendleft", "rotate", "maxlen
 class FastPaths:
     """Which fast paths this process may take; `missing` names what switched one off."""
 
+    #: WRITE_RESPONSE and COMPLETE_BODY (cycle_io) offered to the endpoint.
+    one_write: bool = True
     #: Bytes pipelined behind a request in flight are held until its response completes.
     hold_pipelined: bool = True
     #: Empty asyncio.Event waiter deques swapped for lists.
@@ -46,9 +65,11 @@ class FastPaths:
 def probe() -> FastPaths:
     """Check every name the fast paths use; log one warning if any is missing."""
     missing: list[str] = []
+    status_line = getattr(httptools_impl, "STATUS_LINE", None)
+    if not (isinstance(status_line, dict) and isinstance(status_line.get(204), bytes)):
+        missing.append("httptools_impl.STATUS_LINE")
     flow = _sample(flow_control, "FlowControl", _NoTransport())
-    if flow is None:
-        missing.append("FlowControl")
+    flow_ok = _has(flow, "FlowControl", FLOW_ATTRIBUTES, missing)
     cycle = _sample(httptools_impl, "RequestResponseCycle", **_cycle_arguments(flow))
     cycle_ok = _has(cycle, "RequestResponseCycle", CYCLE_ATTRIBUTES, missing)
     protocol = getattr(httptools_impl, "HttpToolsProtocol", None)
@@ -65,13 +86,14 @@ def probe() -> FastPaths:
     if not pipeline_ok:
         missing.append("HttpToolsProtocol.pipeline")
     paths = FastPaths(
+        one_write="httptools_impl.STATUS_LINE" not in missing and flow_ok and cycle_ok,
         hold_pipelined=cycle_ok and hook_ok,
         lean_events=cycle_ok and type(waiters) is deque and isinstance(writable, asyncio.Event),
         lean_pipeline=pipeline_ok,
         missing=tuple(missing),
     )
     if missing:
-        names = ("hold_pipelined", "lean_events", "lean_pipeline")
+        names = ("one_write", "hold_pipelined", "lean_events", "lean_pipeline")
         off = [name for name in names if not getattr(paths, name)]
         logger.warning(
             "uvicorn %s lacks %s: running without %s (plain ASGI there instead)",

@@ -6,7 +6,8 @@ trickles in, and parses every request a client pipelines as soon as it
 arrives; each lets one client pin memory, connections or the event loop. It
 keeps per-connection state small, since a waiting reader is a connection. And
 it offers the endpoint, through scope["extensions"], what ASGI has no word
-for: whether the client is gone, and a future for its leaving.
+for: whether the client is gone, and the hot-path reads and writes of
+`cycle_io`.
 
 The limits come from Settings, once per process: `configure` in-process (the
 CLI, tests), else `Settings.from_env()` on the first connection, which is how
@@ -22,7 +23,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inbox_asgi.config import Settings
-from inbox_asgi.http.extensions import CONNECTION_CLOSED, CONNECTION_GONE
+from inbox_asgi.http.extensions import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
+from inbox_asgi.server.cycle_io import complete_body, write_response
 from inbox_asgi.server.fences import FastPaths, probe
 
 __all__ = ["CONNECTION_GONE", "LimitedHttpToolsProtocol"]
@@ -137,6 +139,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout: ClassVar[float] = 10.0
     #: What `fences` found usable in this process; None until configured.
     fast_paths: ClassVar[FastPaths | None] = None
+    _cycle_extensions: ClassVar[dict[str, Any]] = {}
     _hold_pipelined: ClassVar[bool] = False
     _lean_events: ClassVar[bool] = False
     _lean_pipeline: ClassVar[bool] = False
@@ -150,6 +153,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         this.head_timeout = settings.header_timeout
         this.body_timeout = settings.body_timeout
         this.fast_paths = paths = probe()
+        this._cycle_extensions = (
+            {WRITE_RESPONSE: write_response, COMPLETE_BODY: complete_body} if paths.one_write else {}
+        )
         this._hold_pipelined = paths.hold_pipelined
         this._lean_events = paths.lean_events
         this._lean_pipeline = paths.lean_pipeline
@@ -162,6 +168,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             {
                 CONNECTION_GONE: self._connection_gone,
                 CONNECTION_CLOSED: self._closed,
+                **self._cycle_extensions,
             }
         )
         if self._lean_pipeline:
@@ -428,7 +435,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
         uvicorn learns of a close only in connection_lost, a loop turn later; an
         answer written in between would go to a closed transport (uvloop raises,
-        and uvicorn logs the traceback as an application error).
+        and uvicorn would log the traceback as an application error).
         """
         for cycle in (self.cycle, self._state.ahead):
             if cycle is not None and not cycle.response_complete:
