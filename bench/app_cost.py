@@ -141,7 +141,8 @@ async def measure(driver: UvicornDriver | AsgiDriver, requests: int) -> float:
 
 
 async def main(layer: str, requests: int, profile: bool, only: str | None = None) -> None:
-    inbox = create_app(Settings(long_polling=False, public=str(ROOT / "public")))
+    # Every request comes from one address: thousands of peers that -max-inboxes-per-ip would refuse.
+    inbox = create_app(Settings(long_polling=False, max_inboxes_per_ip=0, public=str(ROOT / "public")))
     async with inbox.router.lifespan_context(inbox):
         apps: dict[str, App] = {"raw-asgi": raw_app, "starlette": starlette_app(), "inbox-asgi": inbox}
         make = UvicornDriver if layer == "uvicorn" else AsgiDriver

@@ -105,7 +105,7 @@ def main() -> None:
         port = free_port()
         if name == "inbox-asgi":
             argv = [str(VENV_BIN / "inbox-asgi"), "-https=false", "-bind", f"127.0.0.1:{port}",
-                    "-log-level", "warning", "-long-polling=false"]  # fmt: skip
+                    "-log-level", "warning", "-long-polling=false", "-max-inboxes-per-ip", "0"]  # fmt: skip
         else:
             kind = "raw" if name == "raw-asgi" else "starlette"
             argv = [sys.executable, str(BENCH / "reference_apps.py"), kind, str(port)]
