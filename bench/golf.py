@@ -88,11 +88,10 @@ def _plain_parked_events() -> None:
 
 
 def _patches() -> dict[str, Callable[[], None]]:
-    from inbox_asgi.http.extensions import COMPLETE_BODY, WRITE_RESPONSE
+    from inbox_asgi.http.extensions import WRITE_RESPONSE
 
     return {
         "one-write": lambda: _without_extension(WRITE_RESPONSE),
-        "body-without-receive": lambda: _without_extension(COMPLETE_BODY),
         "list-pipeline": _without_flag("_lean_pipeline"),
         "lean-events": _without_flag("_lean_events"),
         "slotted-state": _state_on_the_instance,
@@ -103,7 +102,6 @@ def _patches() -> dict[str, Callable[[], None]]:
 
 PATHS = (
     "one-write",
-    "body-without-receive",
     "list-pipeline",
     "lean-events",
     "slotted-state",

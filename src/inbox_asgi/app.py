@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -124,6 +125,11 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         restore_signals = _answer_readers_on_signal(mailbox.shutdown)
+        # Everything alive now (modules, the app) lives as long as the process: moved out
+        # of the collector's generations, full collections walk only what requests made.
+        # Measured: ~2 µs less user CPU per pairs request (docs/performance.md).
+        gc.collect()
+        gc.freeze()
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(mailbox.run)

@@ -1,4 +1,4 @@
-"""The endpoint's hot path on uvicorn's cycle: one write per response, bodies without receive."""
+"""The endpoint's hot path on uvicorn's cycle: one write per response."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ async def test_with_middleware_wrapping_send_the_response_goes_through_asgi() ->
     assert b"access-control-allow-origin: https://app.example\r\n" in writes[0]
 
 
-async def test_body_already_in_is_taken_without_receive_and_still_limited() -> None:
+async def test_a_chunked_body_is_limited_and_a_413_ends_the_connection() -> None:
     mailbox = build_mailbox(Settings())
     protocol, transport = connect_in_process(mailbox=mailbox, max_body_size=10)
     await exchange(protocol, transport, request("GET", "/inbox", "r"))

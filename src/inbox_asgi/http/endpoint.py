@@ -11,7 +11,6 @@ from starlette.types import Receive, Scope, Send
 
 from inbox_asgi.http.auth import TWO_AUTHORIZATIONS, authorization_header, parse_authorization
 from inbox_asgi.http.extensions import (
-    COMPLETE_BODY,
     CONNECTION_CLOSED,
     CONNECTION_GONE,
     WRITE_RESPONSE,
@@ -131,16 +130,10 @@ class InboxEndpoint:
             declared.isdigit() and (len(declared) > _MAX_LENGTH_DIGITS or int(declared) > limit)
         ):
             raise BodyTooLarge
-        extensions = scope.get("extensions") or {}
-        complete_body = extensions.get(COMPLETE_BODY)
-        body = complete_body(receive) if complete_body else None
-        if body is None:
-            body = await self._read_body(receive, limit)
-        elif len(body) > limit:
-            raise BodyTooLarge
+        body = await self._read_body(receive, limit)
         message = Message(credentials.username, body, content_type)
         await self.mailbox.send(credentials.username, recipient, message)
-        write: ResponseWriter = extensions.get(WRITE_RESPONSE, _asgi_only)
+        write: ResponseWriter = (scope.get("extensions") or {}).get(WRITE_RESPONSE, _asgi_only)
         if not write(send, 200, [], b""):
             await send_response(send, 200, [])
 

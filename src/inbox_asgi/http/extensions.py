@@ -28,8 +28,6 @@ CONNECTION_GONE = "inbox_asgi.connection_gone"
 CONNECTION_CLOSED = "inbox_asgi.connection_closed"
 #: `ResponseWriter`: a whole response in one write.
 WRITE_RESPONSE = "inbox_asgi.write_response"
-#: `(receive) -> bytes | None`: a request body already all in, without an await.
-COMPLETE_BODY = "inbox_asgi.complete_body"
 
 #: (send, status, headers, body) -> True if written, False to fall back to ASGI `send`.
 ResponseWriter = Callable[[Any, int, Headers, bytes], bool]

@@ -33,13 +33,11 @@ CYCLE_ATTRIBUTES = (
     "disconnected",
     "keep_alive",
     "waiting_for_100_continue",
-    "body",
-    "more_body",
     "response_started",
     "response_complete",
 )
 #: What cycle_io reads or calls on uvicorn's FlowControl.
-FLOW_ATTRIBUTES = ("write_paused", "read_paused", "resume_reading")
+FLOW_ATTRIBUTES = ("write_paused",)
 #: The protocol hook a cycle calls when its response is complete (pipelined bytes wait for it).
 RESPONSE_HOOK = "on_response_complete"
 #: deque methods uvicorn may call on its pipeline that the lean list stand-in implements.
@@ -51,7 +49,7 @@ DEQUE_ONLY = frozenset({"appendleft", "popleft", "extendleft", "rotate", "maxlen
 class FastPaths:
     """Which fast paths this process may take; `missing` names what switched one off."""
 
-    #: WRITE_RESPONSE and COMPLETE_BODY (cycle_io) offered to the endpoint.
+    #: WRITE_RESPONSE (cycle_io) offered to the endpoint.
     one_write: bool = True
     #: Bytes pipelined behind a request in flight are held until its response completes.
     hold_pipelined: bool = True

@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inbox_asgi.config import Settings
-from inbox_asgi.http.extensions import COMPLETE_BODY, CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
-from inbox_asgi.server.cycle_io import complete_body, write_response
+from inbox_asgi.http.extensions import CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
+from inbox_asgi.server.cycle_io import write_response
 from inbox_asgi.server.fences import FastPaths, probe
 
 __all__ = ["CONNECTION_GONE", "LimitedHttpToolsProtocol"]
@@ -154,7 +154,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         this.body_timeout = settings.body_timeout
         this.fast_paths = paths = probe()
         this._cycle_extensions = (
-            {WRITE_RESPONSE: write_response, COMPLETE_BODY: complete_body} if paths.one_write else {}
+            {WRITE_RESPONSE: write_response} if paths.one_write else {}
         )
         this._hold_pipelined = paths.hold_pipelined
         this._lean_events = paths.lean_events
