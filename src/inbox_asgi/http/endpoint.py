@@ -46,14 +46,25 @@ class InboxEndpoint:
         self.trust_proxy = trust_proxy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """GET /inbox, served in this frame; every other method in `other`.
+        """GET /inbox served in this frame; POST in `post`, OPTIONS and 405 here too.
 
         Not in a `get` method of its own: a long poll parks in this coroutine, and
         with tens of thousands parked, one coroutine frame less is ~0.3 KiB per
         waiting reader (docs/performance.md, the waiting-reader budget).
         """
-        if scope["method"] != "GET":
-            await self.other(scope, receive, send)
+        method = scope["method"]
+        if method != "GET":
+            try:
+                if method == "POST":
+                    await self.post(scope, receive, send)
+                elif method == "OPTIONS":
+                    await send_response(send, 204, [])
+                else:  # HEAD included: it must never dequeue a message nobody sees.
+                    await send_text(send, 405, "method not allowed", list(ALLOW))
+            except InboxError as error:
+                await send_error(send, error)
+            except ClientGone:
+                pass
             return
         try:
             parse_query(scope["query_string"])
@@ -89,21 +100,6 @@ class InboxEndpoint:
             # the message is not lost. Anything else is a bug, and must surface
             # rather than put the message back to fail again on the next GET.
             await self.mailbox.requeue(credentials.username, message)
-
-    async def other(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST, OPTIONS, and every other method (405)."""
-        method = scope["method"]
-        try:
-            if method == "POST":
-                await self.post(scope, receive, send)
-            elif method == "OPTIONS":
-                await send_response(send, 204, [])
-            else:  # HEAD included: it must never dequeue a message nobody sees.
-                await send_text(send, 405, "method not allowed", list(ALLOW))
-        except InboxError as error:
-            await send_error(send, error)
-        except ClientGone:
-            pass
 
     async def post(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = parse_query(scope["query_string"])

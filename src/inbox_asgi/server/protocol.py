@@ -339,10 +339,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         state = self._state
         state.header_count += 1
-        if state.header_count > self.max_header_count:
+        state.head_size += len(name) + len(value) + 4  # _count, inline: this runs per header
+        if state.header_count > self.max_header_count or state.head_size > self.max_head_size:
             state.head_too_large = True
             raise HeadTooLarge  # before httptools parses the rest of a head of 150,000 lines
-        self._count(len(name) + len(value) + 4)
         HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
