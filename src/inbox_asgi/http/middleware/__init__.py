@@ -1,0 +1,1 @@
+"""ASGI middleware around /inbox: access log, rate limit, metrics, and who the client is."""
