@@ -10,11 +10,8 @@ never imports the server.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
-
-from starlette.types import Scope
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -31,10 +28,3 @@ WRITE_RESPONSE = "inbox_asgi.write_response"
 
 #: (send, status, headers, body) -> True if written, False to fall back to ASGI `send`.
 ResponseWriter = Callable[[Any, int, Headers, bytes], bool]
-ClosedFuture = Callable[[], "asyncio.Future[None]"]
-
-
-def extensions(scope: Scope) -> dict[str, Any]:
-    """The scope's extensions, or an empty dict under servers that give none."""
-    found: dict[str, Any] | None = scope.get("extensions")
-    return found if found is not None else {}
