@@ -22,7 +22,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inbox_asgi.config import Settings
+from inbox_asgi.http.auth import Authenticator
 from inbox_asgi.http.endpoint import InboxEndpoint
+from inbox_asgi.http.ice_servers import IceServers, IceServersEndpoint
 from inbox_asgi.http.middleware.access_log import AccessLog
 from inbox_asgi.http.middleware.metrics import Metrics
 from inbox_asgi.http.middleware.ratelimit import RateLimit, TokenBuckets
@@ -85,27 +87,40 @@ class InboxFirst(Starlette):
 def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     mailbox = mailbox or build_mailbox(settings)
+    authenticator = Authenticator(settings.auth_secrets())
     inbox: ASGIApp = InboxEndpoint(
         mailbox,
         long_poll_wait=settings.long_poll_wait,
         max_body_size=settings.max_body_size,
         trust_proxy=settings.trust_proxy,
+        authenticator=authenticator,
     )
+    turn_secrets = settings.turn_secrets()
+    ice_servers = IceServers(
+        settings.stun_urls, settings.turn_urls, turn_secrets[0] if turn_secrets else None, settings.turn_ttl
+    )
+    ice: ASGIApp = IceServersEndpoint(ice_servers, mailbox, authenticator, trust_proxy=settings.trust_proxy)
     if settings.rate_limit:
+        # One budget per client across both: /ice-servers claims names and signs credentials too.
         buckets = TokenBuckets(settings.rate_limit, settings.rate_burst)
         inbox = RateLimit(inbox, buckets, trust_proxy=settings.trust_proxy)
+        ice = RateLimit(ice, buckets, trust_proxy=settings.trust_proxy)
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
-    routes: list[BaseRoute] = [Route("/inbox", inbox), Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [
+        Route("/inbox", inbox),
+        Route("/ice-servers", ice),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
     routes.append(Route("/openapi.json", openapi_endpoint, methods=["GET"]))
     middleware = []
     if settings.access_log:
         middleware.append(Middleware(AccessLog, trust_proxy=settings.trust_proxy))
     metrics = None
     if settings.metrics:
-        metrics = Metrics(mailbox)
+        metrics = Metrics(mailbox, authenticator, ice_servers)
         routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
         middleware.append(Middleware(metrics.middleware))
     if settings.cors:

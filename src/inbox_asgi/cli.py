@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inbox-asgi",
         description="WebRTC signaling server: password-protected HTTP inboxes with long polling.",
-        epilog="Every flag can also be set as an INBOX_<NAME> environment variable; flags win.",
+        epilog="Every flag can also be set as an INBOX_<NAME> environment variable; flags win. "
+        "`inbox-asgi token --user U --ttl SECONDS` prints an access token (see -auth-secret).",
         allow_abbrev=False,
     )
     parser.add_argument("-version", "--version", action="version", version=f"inbox-asgi {__version__}")
@@ -68,6 +69,11 @@ def _as_strings(settings: Settings) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        from inbox_asgi import token_command
+
+        token_command.main(argv[1:])
+        return
     try:
         settings = parse_settings(argv)
         run(settings)

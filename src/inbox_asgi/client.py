@@ -6,6 +6,11 @@
         async for message in alice:                  # forever, one message at a time
             print(message.sender, message.text())
 
+With access tokens (`-auth-secret`) the password is a token; pass a function
+returning one (or an awaitable of one) and it is asked again after a 401, so a
+long-lived client renews its token: `InboxClient(url, "alice", fetch_token)`.
+`await client.ice_servers()` gives the STUN/TURN list for RTCPeerConnection.
+
 Refusals that retrying cannot fix raise at once (`Unauthorized`, `MessageTooLarge`,
 `RecipientNotFound`); a full inbox (503) is retried after its `Retry-After`, and
 `ServerBusy` raised once that outlasts `retry_for`.
@@ -17,11 +22,12 @@ The names differ from the server's (`inbox_asgi.mailbox`'s `Message` and
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -99,6 +105,9 @@ class ReceivedMessage:
 Message = ReceivedMessage
 InboxFull = ServerBusy
 
+#: A password, or a function giving the current one (an access token), maybe asynchronously.
+Password = str | Callable[[], str | Awaitable[str]]
+
 
 class InboxClient:
     """Reads the inbox of `username` and posts to other inboxes, over one HTTP connection pool.
@@ -112,7 +121,7 @@ class InboxClient:
         self,
         base_url: str,
         username: str,
-        password: str,
+        password: Password,
         *,
         verify: ssl.SSLContext | str | Path | bool = True,
         retry_for: float = 30.0,
@@ -132,7 +141,9 @@ class InboxClient:
             verify=verify,
             timeout=httpx.Timeout(timeout, read=None),
         )
-        self._auth = httpx.BasicAuth(username, password)
+        self._password = password
+        # A function's password is asked for at the first request, and again after a 401.
+        self._auth = None if callable(password) else httpx.BasicAuth(username, password)
 
     async def __aenter__(self) -> Self:
         return self
@@ -167,9 +178,7 @@ class InboxClient:
         started = time.monotonic()
         backoff = 0.1
         while True:
-            response = await self._http.post(
-                "/inbox", params={"to": to}, content=data, headers=headers, auth=self._auth
-            )
+            response = await self._request("POST", "/inbox", params={"to": to}, content=data, headers=headers)
             if response.status_code == 200:
                 return
             elapsed = time.monotonic() - started
@@ -209,7 +218,7 @@ class InboxClient:
 
     async def poll(self) -> ReceivedMessage | None:
         """One GET: a message, or None when the server's long poll ended without one."""
-        response = await self._http.get("/inbox", auth=self._auth)
+        response = await self._request("GET", "/inbox")
         if response.status_code == 204:
             return None
         if response.status_code != 200:
@@ -224,6 +233,36 @@ class InboxClient:
             data=response.content,
             content_type=response.headers.get("content-type"),
         )
+
+    async def ice_servers(self) -> list[dict[str, Any]]:
+        """The server's STUN/TURN servers with fresh TURN credentials (`/ice-servers`).
+
+        Dicts with `urls` and, for TURN, `username` and `credential`, as
+        RTCPeerConnection (or aiortc's RTCIceServer) takes them; empty when the
+        server has none configured.
+        """
+        response = await self._request("GET", "/ice-servers")
+        if response.status_code != 200:
+            raise _error(response)
+        servers: list[dict[str, Any]] = response.json()["iceServers"]
+        return servers
+
+    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request with our credentials; a refused token is renewed once and the request retried."""
+        response = await self._http.request(method, url, auth=await self._credentials(), **kwargs)
+        if response.status_code == 401 and callable(self._password):
+            self._auth = None
+            response = await self._http.request(method, url, auth=await self._credentials(), **kwargs)
+        return response
+
+    async def _credentials(self) -> httpx.BasicAuth:
+        if self._auth is None:
+            assert callable(self._password)
+            password = self._password()
+            if inspect.isawaitable(password):
+                password = await password
+            self._auth = httpx.BasicAuth(self.username, password)
+        return self._auth
 
     def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
         return self._messages()

@@ -11,6 +11,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "INBOX_"
@@ -91,6 +92,40 @@ def _optional_str(raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _url_list(*schemes: str) -> Callable[[str], tuple[str, ...]]:
+    """Comma-separated ICE server URLs, each with one of `schemes` (`stun:…`, `turn:…`)."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        urls = tuple(url.strip() for url in raw.split(",") if url.strip())
+        prefixes = tuple(f"{scheme}:" for scheme in schemes)
+        for url in urls:
+            if not url.startswith(prefixes) or not url.partition(":")[2]:
+                raise ValueError(f"expected {' or '.join(prefixes)}HOST[:PORT] URLs, got {url!r}")
+        return urls
+
+    return parse
+
+
+def read_secrets(value: str | None, path: str | None, flag: str) -> tuple[str, ...]:
+    """Secrets from `-FLAG` or `-FLAG-file` (the same comma-separated text), never both.
+
+    Read on demand rather than kept in Settings: the file's content is not a
+    setting to log, pass to workers or show in an error.
+    """
+    if value and path:
+        raise ConfigError(f"set -{flag} or -{flag}-file, not both")
+    raw = value or ""
+    if path:
+        try:
+            raw = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read -{flag}-file {path}: {error.__class__.__name__}") from None
+    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if path and not secrets:
+        raise ConfigError(f"-{flag}-file {path} holds no secret")
+    return secrets
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().lower()
     if level not in LOG_LEVELS:
@@ -98,11 +133,13 @@ def _log_level(raw: str) -> str:
     return level
 
 
-def _option(default: str, parse: Callable[[str], Any], help: str, *, flag: bool = False) -> Any:
-    """A dataclass field that also knows its flag text, parser and help."""
+def _option(
+    default: str, parse: Callable[[str], Any], help: str, *, flag: bool = False, secret: bool = False
+) -> Any:
+    """A dataclass field that also knows its flag text, parser and help; a secret is never logged."""
     return field(
         default=parse(default),
-        metadata={"raw_default": default, "parse": parse, "help": help, "is_bool": flag},
+        metadata={"raw_default": default, "parse": parse, "help": help, "is_bool": flag, "secret": secret},
     )
 
 
@@ -184,6 +221,23 @@ class Settings:
     access_log: bool = _option(
         "false", parse_bool, "log one logfmt line per request (client, user, status, ms)", flag=True
     )
+    # Internet deployment (SPEC sections 7 and 8).
+    auth_secret: str | None = _option(
+        "",
+        _optional_str,
+        "comma-separated secrets: only access tokens they signed open inboxes (the first signs)",
+        secret=True,
+    )
+    auth_secret_file: str | None = _option("", _optional_str, "file holding -auth-secret's value")
+    stun_urls: tuple[str, ...] = _option("", _url_list("stun", "stuns"), "STUN URLs /ice-servers hands out")
+    turn_urls: tuple[str, ...] = _option(
+        "", _url_list("turn", "turns"), "TURN URLs /ice-servers hands out, with credentials from -turn-secret"
+    )
+    turn_secret: str | None = _option(
+        "", _optional_str, "the TURN server's shared secret (coturn --static-auth-secret)", secret=True
+    )
+    turn_secret_file: str | None = _option("", _optional_str, "file holding -turn-secret's value")
+    turn_ttl: int = _option("86400", _positive(int), "seconds the TURN credentials from /ice-servers last")
 
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> Settings:
@@ -222,6 +276,8 @@ class Settings:
                 text = f"[{value[0]}]:{value[1]}" if ":" in value[0] else f"{value[0]}:{value[1]}"
             elif spec.name == "cors":
                 text = ",".join(value) if value != ("*",) else "true"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
             elif value is None:
                 text = ""
             else:
@@ -238,6 +294,20 @@ class Settings:
             )
         if self.max_header_size < 1024:
             raise ConfigError("-max-header-size must be at least 1024 bytes")
+        self.auth_secrets()
+        turn_secrets = self.turn_secrets()
+        if self.turn_urls and not turn_secrets:
+            raise ConfigError("-turn-urls needs -turn-secret (or -turn-secret-file) to sign credentials")
+        if turn_secrets and not self.turn_urls:
+            raise ConfigError("-turn-secret without -turn-urls: there is no TURN server to hand out")
+
+    def auth_secrets(self) -> tuple[str, ...]:
+        """-auth-secret's secrets (from the flag or the file); empty: access tokens are off."""
+        return read_secrets(self.auth_secret, self.auth_secret_file, "auth-secret")
+
+    def turn_secrets(self) -> tuple[str, ...]:
+        """-turn-secret's value; TURN credentials are signed with the first."""
+        return read_secrets(self.turn_secret, self.turn_secret_file, "turn-secret")
 
     @property
     def host(self) -> str:
@@ -254,12 +324,15 @@ class Settings:
 
 
 def describe(settings: Settings) -> list[tuple[str, str]]:
-    """Flag name and effective value, for the start-up log (passwords in URLs hidden)."""
+    """Flag name and effective value, for the start-up log (passwords in URLs and secrets hidden)."""
     env = settings.to_env()
-    return [
-        (spec.name.replace("_", "-"), redact(env[ENV_PREFIX + spec.name.upper()]) or "-")
-        for spec in fields(settings)
-    ]
+    described = []
+    for spec in fields(settings):
+        text = env[ENV_PREFIX + spec.name.upper()]
+        if spec.metadata["secret"] and text:
+            text = "(set)"
+        described.append((spec.name.replace("_", "-"), redact(text) or "-"))
+    return described
 
 
 def redact(value: str) -> str:

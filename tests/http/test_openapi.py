@@ -35,6 +35,9 @@ SERVER_FLAGS = (
     *("-inbox-capacity", "4"),
     *("-max-inboxes", "6"),
     *("-max-body-size", "64"),
+    *("-stun-urls", "stun:127.0.0.1:3478"),
+    *("-turn-urls", "turn:127.0.0.1:3478?transport=udp,turns:turn.example:5349"),
+    *("-turn-secret", "fuzzing"),
 )
 
 CONFIG = schemathesis.Config.from_dict(
@@ -179,10 +182,13 @@ def test_served_document_is_the_module_dict(api_server: ServerProcess) -> None:
     assert response.json() == OPENAPI
 
 
+@pytest.mark.parametrize("path", ["/inbox", "/ice-servers"])
 @pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "PATCH", "TRACE"])
-def test_other_methods_get_405_allowing_the_documented_ones(api_server: ServerProcess, method: str) -> None:
-    documented = {name.upper() for name in OPENAPI["paths"]["/inbox"]}
+def test_other_methods_get_405_allowing_the_documented_ones(
+    api_server: ServerProcess, method: str, path: str
+) -> None:
+    documented = {name.upper() for name in OPENAPI["paths"][path]}
     with api_server.client() as client:
-        response = client.request(method, "/inbox", headers=basic("peer-a", PEERS["peer-a"]))
+        response = client.request(method, path, headers=basic("peer-a", PEERS["peer-a"]))
     assert response.status_code == 405
     assert {part.strip() for part in response.headers["allow"].split(",")} == documented

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import BadCredentials, MalformedRequest
+from inbox_asgi.mailbox.errors import BadCredentials, BadToken, MalformedRequest
+from inbox_asgi.tokens import TokenVerifier
 
 # Usernames must not carry control characters: they end up in X-From headers and logs.
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -65,3 +67,32 @@ def parse_authorization(header: bytes | None, network: str = "") -> Credentials:
     if not username.isprintable() and _CONTROL.search(username):  # printable: no control character
         raise BadCredentials("control character in username")
     return Credentials(username, password, network)
+
+
+#: The password every inbox gets when access tokens are on: the token was checked
+#: instead, and any valid token for the name opens it (SPEC section 7).
+TOKEN_CHECKED = ""
+
+
+class Authenticator:
+    """Authorization header → Credentials for the mailbox, checking access tokens when they are on.
+
+    With -auth-secret the Basic password is a token: it is verified here, and the
+    mailbox sees one fixed password, so a client may renew its token mid-session
+    and no token is stored. Without, the password goes to the mailbox as given.
+    """
+
+    def __init__(self, secrets: Sequence[str] = (), clock: Callable[[], float] = time.time) -> None:
+        self.verifier = TokenVerifier(tuple(secrets)) if secrets else None
+        self.clock = clock
+        #: Requests refused for their token (for /metrics).
+        self.tokens_refused = 0
+
+    def credentials(self, header: bytes | None, network: str = "") -> Credentials:
+        credentials = parse_authorization(header, network)
+        if self.verifier is None:
+            return credentials
+        if not self.verifier.valid(credentials.username, credentials.password, self.clock()):
+            self.tokens_refused += 1
+            raise BadToken
+        return Credentials(credentials.username, TOKEN_CHECKED, network)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from inbox_asgi.http.auth import TWO_AUTHORIZATIONS, authorization_header, parse_authorization
+from inbox_asgi.http.auth import TWO_AUTHORIZATIONS, Authenticator, authorization_header
 from inbox_asgi.http.extensions import (
     CONNECTION_CLOSED,
     CONNECTION_GONE,
@@ -17,7 +17,7 @@ from inbox_asgi.http.extensions import (
     Headers,
     ResponseWriter,
 )
-from inbox_asgi.http.middleware.client_ip import client_ip, client_network
+from inbox_asgi.http.middleware.client_ip import request_network
 from inbox_asgi.http.query import parse_query
 from inbox_asgi.http.responses import send_error, send_response, send_text
 from inbox_asgi.mailbox.errors import BodyTooLarge, InboxError, MalformedRequest, MissingRecipient
@@ -38,9 +38,16 @@ _MAX_LENGTH_DIGITS = 18
 
 class InboxEndpoint:
     def __init__(
-        self, mailbox: Mailbox, *, long_poll_wait: float, max_body_size: int, trust_proxy: bool = False
+        self,
+        mailbox: Mailbox,
+        *,
+        long_poll_wait: float,
+        max_body_size: int,
+        trust_proxy: bool = False,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.mailbox = mailbox
+        self.authenticator = authenticator or Authenticator()
         self.long_poll_wait = long_poll_wait
         self.max_body_size = max_body_size
         self.trust_proxy = trust_proxy
@@ -68,7 +75,8 @@ class InboxEndpoint:
             return
         try:
             parse_query(scope["query_string"])
-            credentials = parse_authorization(authorization_header(scope["headers"]), self._network(scope))
+            header = authorization_header(scope["headers"])
+            credentials = self.authenticator.credentials(header, request_network(scope, self.trust_proxy))
             extensions = scope.get("extensions") or {}
             # inbox-asgi's own protocol tells when the connection closes at the cost of one
             # future; other servers only through `receive`.
@@ -113,7 +121,7 @@ class InboxEndpoint:
                 content_length = value
             elif name == b"content-type":
                 content_type = value
-        credentials = parse_authorization(authorization, self._network(scope))
+        credentials = self.authenticator.credentials(authorization, request_network(scope, self.trust_proxy))
         await self.mailbox.open(credentials)
         recipient = query.get("to")
         if not recipient:
@@ -132,11 +140,6 @@ class InboxEndpoint:
         write: ResponseWriter = (scope.get("extensions") or {}).get(WRITE_RESPONSE, _asgi_only)
         if not write(send, 200, [], b""):
             await send_response(send, 200, [])
-
-    def _network(self, scope: Scope) -> str:
-        """The client's network for the per-client inbox limit; empty when the server gives no peer."""
-        ip = client_ip(scope, self.trust_proxy)
-        return "" if ip == "-" else client_network(ip)
 
     async def _read_body(self, receive: Receive, limit: int) -> bytes:
         """The request body, refused once it passes `limit`.

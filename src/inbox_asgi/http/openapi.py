@@ -20,6 +20,7 @@ JSON = dict[str, Any]
 
 TEXT_PLAIN: JSON = {"text/plain": {"schema": {"type": "string"}}}
 BINARY: JSON = {"schema": {"type": "string", "format": "binary"}}
+ICE_SERVERS_SCHEMA: JSON = {"$ref": "#/components/schemas/IceServers"}
 
 
 def _error(description: str, *headers: str) -> JSON:
@@ -155,6 +156,44 @@ OPENAPI: JSON = {
                 },
             },
         },
+        "/ice-servers": {
+            "get": {
+                "operationId": "iceServers",
+                "summary": "STUN and TURN servers for RTCPeerConnection, with fresh TURN credentials",
+                "description": (
+                    "Authenticated like a POST's sender (creates the caller's inbox if it does not exist). "
+                    "TURN credentials follow the TURN REST API (coturn's --use-auth-secret): username "
+                    "`EXPIRY:USER`, credential the base64 HMAC-SHA1 of it under the TURN secret. Entries "
+                    "without URLs are left out; with nothing configured the list is empty and ttl 0."
+                ),
+                "security": [{"basic": []}],
+                "responses": {
+                    "200": {
+                        "description": "The `iceServers` list for RTCPeerConnection, and its lifetime.",
+                        "headers": {"Cache-Control": {"$ref": "#/components/headers/Cache-Control"}},
+                        "content": {"application/json": {"schema": ICE_SERVERS_SCHEMA}},
+                    },
+                    "400": _ref("BadRequest"),
+                    "401": _ref("Unauthorized"),
+                    "503": _ref("Unavailable"),
+                    **COMMON_ERRORS,
+                },
+            },
+            "options": {
+                "operationId": "iceServersOptions",
+                "summary": "CORS preflight",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "A CORS preflight answered by the CORS middleware (-cors on).",
+                        "content": TEXT_PLAIN,
+                    },
+                    "204": {"description": "No content (plus CORS headers when -cors is on)."},
+                    "400": _error("A CORS preflight from an origin that is not allowed."),
+                    **COMMON_ERRORS,
+                },
+            },
+        },
         "/healthz": {
             "get": {
                 "operationId": "health",
@@ -183,6 +222,27 @@ OPENAPI: JSON = {
         },
     },
     "components": {
+        "schemas": {
+            "IceServers": {
+                "type": "object",
+                "required": ["iceServers", "ttl"],
+                "properties": {
+                    "iceServers": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["urls"],
+                            "properties": {
+                                "urls": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                                "username": {"type": "string"},
+                                "credential": {"type": "string"},
+                            },
+                        },
+                    },
+                    "ttl": {"type": "integer", "minimum": 0, "description": "Seconds the credentials last."},
+                },
+            }
+        },
         "securitySchemes": {
             "basic": {
                 "type": "http",
@@ -190,7 +250,8 @@ OPENAPI: JSON = {
                 "description": (
                     "The username (everything before the first ':') names the inbox: a non-empty UTF-8 "
                     "string without control characters. The password may be empty or contain ':'. The "
-                    "first request for a username sets the inbox's password."
+                    "first request for a username sets the inbox's password. With -auth-secret the "
+                    "password is an access token `EXPIRY:SIG` minted by the operator's backend."
                 ),
             }
         },
@@ -226,7 +287,8 @@ OPENAPI: JSON = {
             ),
             "Unauthorized": _error(
                 "Credentials missing, not Basic, not base64, not UTF-8, with an empty username or a "
-                "control character in it; or the wrong password for an existing inbox.",
+                "control character in it; the wrong password for an existing inbox; or, with access "
+                "tokens on, a token that is malformed, forged, for another user or expired.",
                 "WWW-Authenticate",
             ),
             "RateLimited": _error(

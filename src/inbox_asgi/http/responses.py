@@ -8,6 +8,7 @@ from inbox_asgi.http.extensions import Headers
 from inbox_asgi.mailbox.errors import (
     BackendUnavailable,
     BadCredentials,
+    BadToken,
     BodyTooLarge,
     InboxError,
     InboxFull,
@@ -31,6 +32,7 @@ ERROR_STATUS: dict[type[InboxError], tuple[int, Headers]] = {
     MalformedQuery: (400, []),
     MissingRecipient: (400, []),
     BadCredentials: (401, _CHALLENGE),
+    BadToken: (401, _CHALLENGE),
     WrongPassword: (401, _CHALLENGE),
     NoSuchInbox: (404, []),
     # Closed after: the client may still be streaming a body the server will not read,

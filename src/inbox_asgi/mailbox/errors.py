@@ -23,6 +23,10 @@ class BadCredentials(InboxError):
     reason = "missing or malformed Basic credentials"
 
 
+class BadToken(InboxError):
+    reason = "invalid or expired access token"
+
+
 class WrongPassword(InboxError):
     reason = "wrong password for this inbox"
 

@@ -47,3 +47,9 @@ def client_network(ip: str) -> str:
 
 
 _IPV4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def request_network(scope: Scope, trust_proxy: bool) -> str:
+    """The requesting client's network for -max-inboxes-per-ip; empty when the server gives no peer."""
+    ip = client_ip(scope, trust_proxy)
+    return "" if ip == "-" else client_network(ip)

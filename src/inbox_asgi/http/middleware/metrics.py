@@ -7,12 +7,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from inbox_asgi.http.auth import Authenticator
+from inbox_asgi.http.ice_servers import IceServers
 from inbox_asgi.mailbox.interface import Mailbox
+
+ROUTES = ("/inbox", "/ice-servers", "/healthz", "/metrics")
 
 
 class Metrics:
-    def __init__(self, mailbox: Mailbox) -> None:
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        authenticator: Authenticator | None = None,
+        ice_servers: IceServers | None = None,
+    ) -> None:
         self.mailbox = mailbox
+        self.authenticator = authenticator
+        self.ice_servers = ice_servers
         # A registry per app, so several apps in one process (tests) do not collide.
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
@@ -35,7 +46,14 @@ class Metrics:
             "inbox_messages_rejected", "messages refused, by status", ["status"], registry=registry
         )
         self.expired = Counter("inbox_inboxes_expired", "inboxes deleted for inactivity", registry=registry)
-        self._expired_seen = 0
+        self.tokens_refused = Counter(
+            "inbox_tokens_refused", "requests refused for a bad or expired access token", registry=registry
+        )
+        self.ice_issued = Counter(
+            "inbox_ice_credentials_issued", "TURN credentials handed out by /ice-servers", registry=registry
+        )
+        # What the counted sources had reached at the last scrape: counters only go up by the difference.
+        self._expired_seen = self._refused_seen = self._issued_seen = 0
 
     async def endpoint(self, request: Request) -> Response:
         stats = await self.mailbox.stats()
@@ -45,6 +63,12 @@ class Metrics:
         self.queued_bytes.set(stats.queued_bytes)
         self.expired.inc(max(0, stats.expired_inboxes - self._expired_seen))
         self._expired_seen = stats.expired_inboxes
+        if self.authenticator is not None:
+            self.tokens_refused.inc(self.authenticator.tokens_refused - self._refused_seen)
+            self._refused_seen = self.authenticator.tokens_refused
+        if self.ice_servers is not None:
+            self.ice_issued.inc(self.ice_servers.issued - self._issued_seen)
+            self._issued_seen = self.ice_servers.issued
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
@@ -53,7 +77,7 @@ class Metrics:
                 await app(scope, receive, send)
                 return
             path = scope["path"]
-            route = path if path in ("/inbox", "/healthz", "/metrics") else "static"
+            route = path if path in ROUTES else "static"
 
             async def counting_send(message: Message) -> None:
                 if message["type"] == "http.response.start":
