@@ -17,6 +17,7 @@ from inbox_asgi import client as client_module
 from inbox_asgi.client import (
     InboxClient,
     MessageTooLarge,
+    Password,
     ReceivedMessage,
     RecipientNotFound,
     ServerBusy,
@@ -24,6 +25,7 @@ from inbox_asgi.client import (
     _retry_after,
 )
 from inbox_asgi.mailbox import errors, interface
+from inbox_asgi.tokens import issue
 
 from .support import ServerProcess
 
@@ -41,7 +43,7 @@ def clients(make_client: Callable[..., AbstractAsyncContextManager[httpx.AsyncCl
         settings.setdefault("long_polling_timeout", 0.5)
         async with make_client(**settings) as http:
 
-            def client(name: str, password: str = "pw", **options: Any) -> InboxClient:
+            def client(name: str, password: Password = "pw", **options: Any) -> InboxClient:
                 return InboxClient("http://testserver", name, password, http=http, **options)
 
             client.http = http  # type: ignore[attr-defined]
@@ -196,3 +198,47 @@ async def test_real_server_over_verified_https(real_server: Callable[..., Server
     async with InboxClient(server.base_url, "carol", "pw") as untrusting:  # system CAs only
         with pytest.raises(httpx.ConnectError):
             await untrusting.send("alice", "x")
+
+
+async def test_a_password_function_is_asked_again_once_after_a_401(clients: Clients) -> None:
+    """A long-lived client renews its access token: the function runs at first use and after a 401."""
+    async with clients(auth_secret="k", long_polling=False) as client:
+        handed_out: list[str] = []
+        tokens = iter([issue("k", "bob", 1, now=time.time() - 10), issue("k", "bob", 60)])
+
+        async def fetch_token() -> str:  # as a page would fetch one from its backend
+            handed_out.append(next(tokens))
+            return handed_out[-1]
+
+        bob = client("bob", password=fetch_token)
+        assert await bob.poll() is None  # the expired token was refused, the fresh one worked
+        assert len(handed_out) == 2
+        alice = client("alice", password=lambda: issue("k", "alice", 60))
+        await alice.send("bob", b"hi")
+        assert await bob.poll() == ReceivedMessage("alice", b"hi")
+        assert len(handed_out) == 2  # a working token is kept, not fetched per request
+
+
+async def test_a_token_that_stays_refused_raises_unauthorized(clients: Clients) -> None:
+    calls = 0
+
+    def forged() -> str:
+        nonlocal calls
+        calls += 1
+        return issue("not-the-secret", "bob", 60)
+
+    async with clients(auth_secret="k", long_polling=False) as client:
+        with pytest.raises(Unauthorized):
+            await client("bob", password=forged).poll()
+    assert calls == 2
+
+
+async def test_ice_servers(clients: Clients) -> None:
+    settings = {"stun_urls": ("stun:s.example",), "turn_urls": ("turn:t.example",), "turn_secret": "t"}
+    async with clients(**settings) as client:
+        servers = await client("bob").ice_servers()
+        assert servers[0] == {"urls": ["stun:s.example"]}
+        assert servers[1]["urls"] == ["turn:t.example"]
+        assert servers[1]["username"].endswith(":bob")
+        with pytest.raises(Unauthorized):
+            await client("bob", password="other").ice_servers()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from inbox_asgi.config import ConfigError, Settings, describe, parse_bind, parse_cors
@@ -66,9 +68,20 @@ def test_from_env_reads_inbox_variables() -> None:
 
 def test_env_round_trip() -> None:
     settings = Settings.from_strings(
-        {"bind": "[::1]:9", "cors": "https://x.example", "redis-url": "redis://h/0", "workers": "3"}
+        {
+            "bind": "[::1]:9",
+            "cors": "https://x.example",
+            "redis-url": "redis://h/0",
+            "workers": "3",
+            "auth-secret": "a,b",
+            "stun-urls": "stun:s1, stun:s2:3478",
+            "turn-urls": "turn:t?transport=udp,turns:t:5349",
+            "turn-secret": "k",
+        }
     )
     assert Settings.from_env(settings.to_env()) == settings
+    assert settings.stun_urls == ("stun:s1", "stun:s2:3478")
+    assert settings.auth_secrets() == ("a", "b")
 
 
 @pytest.mark.parametrize(
@@ -97,3 +110,17 @@ def test_start_up_description_hides_url_passwords() -> None:
     shown = dict(describe(settings))
     assert shown["redis-url"] == "redis://default:***@cache.internal:6379/0"
     assert "hunter2" not in str(describe(settings))
+
+
+def test_start_up_description_hides_secrets(tmp_path: Path) -> None:
+    secret_file = tmp_path / "turn"
+    secret_file.write_text("file-secret\n")
+    settings = Settings.from_strings(
+        {"auth-secret": "hunter2,hunter3", "turn-urls": "turn:t", "turn-secret-file": str(secret_file)}
+    )
+    shown = dict(describe(settings))
+    assert shown["auth-secret"] == "(set)"
+    assert shown["turn-secret-file"] == str(secret_file)  # a path is not the secret
+    assert shown["turn-secret"] == "-"
+    assert "hunter" not in str(describe(settings))
+    assert settings.turn_secrets() == ("file-secret",)

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inbox_asgi.http.auth import authorization_header, parse_authorization
+from inbox_asgi.http.auth import TOKEN_CHECKED, Authenticator, authorization_header, parse_authorization
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import BadCredentials, MalformedRequest
+from inbox_asgi.mailbox.errors import BadCredentials, BadToken, MalformedRequest
+from inbox_asgi.tokens import issue
 
 
 def encode(raw: bytes, scheme: bytes = b"Basic") -> bytes:
@@ -101,3 +102,49 @@ def test_one_authorization_header_is_found() -> None:
 def test_two_authorization_headers_are_malformed() -> None:
     with pytest.raises(MalformedRequest, match="two Authorization headers"):
         authorization_header([(b"authorization", b"Basic YTpi"), (b"authorization", b"Basic YzpK")])
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_without_secrets_the_password_goes_to_the_mailbox_as_given() -> None:
+    authenticator = Authenticator()
+    credentials = authenticator.credentials(encode(b"alice:pw"), "10.0.0.1")
+    assert credentials == Credentials("alice", "pw", "10.0.0.1")
+
+
+def test_with_secrets_a_token_is_checked_and_never_reaches_the_mailbox() -> None:
+    clock = FakeClock(1_800_000_000)
+    authenticator = Authenticator(["k"], clock=clock)
+    token = issue("k", "alice", 60, now=clock.now)
+    credentials = authenticator.credentials(encode(f"alice:{token}".encode()), "10.0.0.1")
+    assert credentials == Credentials("alice", TOKEN_CHECKED, "10.0.0.1")
+    # A renewed token for the same name opens the same inbox: the mailbox sees the same password.
+    renewed = issue("k", "alice", 120, now=clock.now)
+    assert authenticator.credentials(encode(f"alice:{renewed}".encode())).password == TOKEN_CHECKED
+    assert authenticator.tokens_refused == 0
+
+
+def test_an_expired_token_is_refused_and_counted() -> None:
+    clock = FakeClock(1_800_000_000)
+    authenticator = Authenticator(["k"], clock=clock)
+    header = encode(f"alice:{issue('k', 'alice', 60, now=clock.now)}".encode())
+    authenticator.credentials(header)
+    clock.now += 61
+    with pytest.raises(BadToken):
+        authenticator.credentials(header)
+    with pytest.raises(BadToken):
+        authenticator.credentials(encode(b"alice:a-password-is-not-a-token"))
+    assert authenticator.tokens_refused == 2
+
+
+def test_malformed_basic_credentials_are_not_counted_as_tokens() -> None:
+    authenticator = Authenticator(["k"])
+    with pytest.raises(BadCredentials):
+        authenticator.credentials(b"Bearer abc")
+    assert authenticator.tokens_refused == 0
