@@ -200,7 +200,9 @@ class Settings:
         "10", _positive(float), "seconds a client gets to send a POST body (408 beyond)"
     )
     rate_limit: float = _option(
-        "0", _non_negative(float), "requests per second per client IP on /inbox, 0 for no limit (429 beyond)"
+        "0",
+        _non_negative(float),
+        "requests per second per client IP on /inbox and /ice-servers, 0 for no limit (429 beyond)",
     )
     rate_burst: int = _option(
         "20", _positive(int), "requests a client IP may send at once before -rate-limit applies"

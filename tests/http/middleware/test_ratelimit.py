@@ -61,3 +61,15 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(make_client: Cli
             codes.append(response.status_code)
         # The proxy's own (last) entry decides; what the client put before it does not.
         assert codes == [204, 204, 429]
+
+
+@pytest.mark.anyio
+async def test_ice_servers_share_the_inbox_budget(make_client: ClientFactory) -> None:
+    """/ice-servers claims names and signs credentials: it draws on the same per-client budget."""
+    async with make_client(rate_limit=0.1, rate_burst=2, long_polling=False) as client:
+        assert (await client.get("/inbox", headers=basic("alice"))).status_code == 204
+        assert (await client.get("/ice-servers", headers=basic("alice"))).status_code == 200
+        refused = await client.get("/ice-servers", headers=basic("alice"))
+        assert refused.status_code == 429
+        assert "retry-after" in refused.headers
+        assert (await client.get("/inbox", headers=basic("alice"))).status_code == 429
