@@ -11,6 +11,11 @@ either page of a demo:
     python examples/aiortc_peer.py --server https://127.0.0.1:3000 --insecure \
         chat --room lobby --me bot --peer alice --echo
 
+STUN and TURN servers come from the signaling server's /ice-servers (fresh TURN
+credentials for this user; none if the server has none configured). `--relay`
+uses the TURN relay only, like a page's `&relay=1`. On a server run with
+-auth-secret, `--password` is the access token minted by the operator's backend.
+
 Needs `pip install aiortc` and the client extra (`pip install inbox-asgi[client]`).
 """
 
@@ -31,13 +36,14 @@ from aiortc import (
     RTCDataChannel,
     RTCIceCandidate,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
     VideoStreamTrack,
 )
 from aiortc.sdp import candidate_from_sdp
 
-from inbox_asgi.client import InboxClient, RecipientNotFound
+from inbox_asgi.client import InboxClient, InboxClientError, RecipientNotFound
 
 Role = Literal["offerer", "answerer"]
 
@@ -66,6 +72,34 @@ class SyntheticVideoTrack(VideoStreamTrack):
         return frame
 
 
+def ice_servers_from(entries: list[dict[str, Any]]) -> list[RTCIceServer]:
+    """/ice-servers' JSON entries (RTCIceServer dictionaries) as aiortc's RTCIceServer.
+
+    aiortc (aioice) uses the first STUN and the first TURN URL it can: turn: over
+    udp or tcp, turns: over tcp.
+    """
+    return [
+        RTCIceServer(urls=entry["urls"], username=entry.get("username"), credential=entry.get("credential"))
+        for entry in entries
+        if entry.get("urls")
+    ]
+
+
+async def fetch_ice_servers(client: InboxClient) -> list[RTCIceServer]:
+    """The server's STUN/TURN servers for this user; none (with a warning) if it cannot say."""
+    try:
+        return ice_servers_from(await client.ice_servers())
+    except InboxClientError as error:  # e.g. 404 from a server without /ice-servers
+        print(f"no ICE servers from the signaling server ({error}): going on without", file=sys.stderr)
+        return []
+
+
+def relay_only(sdp: str) -> str:
+    """`sdp` without its ICE candidates other than TURN relays (`typ relay`)."""
+    lines = sdp.splitlines(keepends=True)
+    return "".join(line for line in lines if not line.startswith("a=candidate:") or " typ relay" in line)
+
+
 def _candidate(data: dict[str, Any] | None) -> RTCIceCandidate | None:
     """A browser's RTCIceCandidate JSON as aiortc's candidate; None is end-of-candidates."""
     if not data or not data.get("candidate"):
@@ -80,7 +114,9 @@ class Call:
     """Signals with one other peer until a connection is up (see public/webrtc.js for the protocol).
 
     `setup(pc)` runs for every new RTCPeerConnection before the offer or answer
-    is made: add tracks or data channels there.
+    is made: add tracks or data channels there. With `relay`, only TURN relay
+    candidates are used: aiortc's relay transport policy gathers no others, and
+    the peer's other candidates are dropped from its SDP and trickle.
     """
 
     def __init__(
@@ -91,10 +127,13 @@ class Call:
         setup: Callable[[RTCPeerConnection], object],
         *,
         ice_servers: list[RTCIceServer] | None = None,
+        relay: bool = False,
     ) -> None:
         self.client, self.peer, self.role, self.setup = client, peer, role, setup
+        self.relay = relay
         # aiortc falls back to a public STUN server unless told there is none.
-        self.configuration = RTCConfiguration(iceServers=ice_servers or [])
+        policy = RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL
+        self.configuration = RTCConfiguration(iceServers=ice_servers or [], iceTransportPolicy=policy)
         self.pc: RTCPeerConnection | None = None
         self.session: str | None = None
         self.pending: list[RTCIceCandidate | None] = []
@@ -141,17 +180,20 @@ class Call:
                 await self._send_description(pc)
         elif kind == "offer" and self.role == "answerer":
             pc = await self._new_pc(session or secrets.token_hex(4))
-            await pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(self._filter(message["sdp"]), "offer"))
             await self._flush()
             await pc.setLocalDescription(await pc.createAnswer())
             await self._send_description(pc)
         elif self.pc is None or session not in (None, self.session):
             return  # an older session, or nothing to apply it to
         elif kind == "answer" and self.pc.signalingState == "have-local-offer":
-            await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+            await self.pc.setRemoteDescription(RTCSessionDescription(self._filter(message["sdp"]), "answer"))
             await self._flush()
         elif kind == "icecandidate":
-            self.pending.append(_candidate(message.get("candidate")))
+            candidate = _candidate(message.get("candidate"))
+            if self.relay and candidate is not None and candidate.type != "relay":
+                return
+            self.pending.append(candidate)
             if self.pc.remoteDescription is not None:
                 await self._flush()
 
@@ -176,20 +218,36 @@ class Call:
         for candidate in pending:
             await self.pc.addIceCandidate(candidate)
 
+    def _filter(self, sdp: str) -> str:
+        return relay_only(sdp) if self.relay else sdp
+
     async def _send_description(self, pc: RTCPeerConnection) -> None:
         description = pc.localDescription
+        sdp = self._filter(description.sdp)
         await self.client.send_json(
-            self.peer, {"type": description.type, "sdp": description.sdp, "session": self.session}
+            self.peer, {"type": description.type, "sdp": sdp, "session": self.session}
         )
 
 
-async def send_camera(client: InboxClient, peer: str) -> RTCPeerConnection:
+async def send_camera(
+    client: InboxClient, peer: str, *, ice_servers: list[RTCIceServer] | None = None, relay: bool = False
+) -> RTCPeerConnection:
     """Offer synthetic video to `peer` (a receive.html page); returns once connected."""
-    return await Call(client, peer, "offerer", lambda pc: pc.addTrack(SyntheticVideoTrack())).connect()
+
+    def setup(pc: RTCPeerConnection) -> None:
+        pc.addTrack(SyntheticVideoTrack())
+
+    return await Call(client, peer, "offerer", setup, ice_servers=ice_servers, relay=relay).connect()
 
 
 async def open_chat(
-    client: InboxClient, me: str, peer: str, on_message: Callable[[RTCDataChannel, str], None]
+    client: InboxClient,
+    me: str,
+    peer: str,
+    on_message: Callable[[RTCDataChannel, str], None],
+    *,
+    ice_servers: list[RTCIceServer] | None = None,
+    relay: bool = False,
 ) -> RTCDataChannel:
     """Join a chat.html conversation; returns the open data channel."""
     opened: asyncio.Future[RTCDataChannel] = asyncio.get_running_loop().create_future()
@@ -207,7 +265,7 @@ async def open_chat(
         else:
             pc.on("datachannel", use)
 
-    await Call(client, peer, role, setup).connect()
+    await Call(client, peer, role, setup, ice_servers=ice_servers, relay=relay).connect()
     return await opened
 
 
@@ -221,7 +279,11 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--server", default="https://127.0.0.1:3000")
-    parser.add_argument("--password", default=secrets.token_hex(12))
+    parser.add_argument(
+        "--password",
+        default=secrets.token_hex(12),
+        help="inbox password, or the access token for -auth-secret",
+    )
     trust = parser.add_mutually_exclusive_group()
     trust.add_argument("--cafile", help="PEM certificate(s) to trust, e.g. the server's self-signed one")
     trust.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
@@ -230,6 +292,7 @@ async def main() -> None:
         action="store_true",
         help="offer only 127.0.0.1 as ICE candidate: both peers on this machine, no network needed",
     )
+    parser.add_argument("--relay", action="store_true", help="use only the TURN relay the server hands out")
     modes = parser.add_subparsers(dest="mode", required=True)
     camera = modes.add_parser("camera", help="send synthetic video to receive.html")
     camera.add_argument("--name", default="sender")
@@ -246,8 +309,11 @@ async def main() -> None:
     verify: str | bool = args.cafile or not args.insecure
     name = args.name if args.mode == "camera" else f"{args.room}/{args.me}"
     async with InboxClient(args.server, name, args.password, verify=verify) as client:
+        ice_servers = await fetch_ice_servers(client)
+        if args.relay and not any(_is_turn(server) for server in ice_servers):
+            print("--relay: the server hands out no TURN server, so no connection will come", file=sys.stderr)
         if args.mode == "camera":
-            await send_camera(client, args.peer)
+            await send_camera(client, args.peer, ice_servers=ice_servers, relay=args.relay)
             print("connected: streaming until Ctrl-C", file=sys.stderr)
             await asyncio.Event().wait()
 
@@ -256,7 +322,9 @@ async def main() -> None:
             if args.echo:
                 channel.send(f"echo: {text}")
 
-        channel = await open_chat(client, name, f"{args.room}/{args.peer}", show)
+        channel = await open_chat(
+            client, name, f"{args.room}/{args.peer}", show, ice_servers=ice_servers, relay=args.relay
+        )
         if args.echo:
             print("connected: echoing until Ctrl-C", file=sys.stderr)
             await asyncio.Event().wait()
@@ -264,6 +332,11 @@ async def main() -> None:
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             channel.send(line.rstrip("\n"))
+
+
+def _is_turn(server: RTCIceServer) -> bool:
+    urls = [server.urls] if isinstance(server.urls, str) else server.urls
+    return any(url.startswith(("turn:", "turns:")) for url in urls)
 
 
 if __name__ == "__main__":

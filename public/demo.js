@@ -1,5 +1,16 @@
 // Helpers shared by the demo pages: names from the URL, a per-tab password,
 // and showing what the call is doing. Load after signal_channel.js and webrtc.js.
+//
+// URL parameters every page takes:
+//   server=https://other:3000  signal through another inbox-asgi (it needs --cors)
+//   password=…                 the inbox password. On a server run with -auth-secret
+//                              this is where the access token from the operator's
+//                              backend goes: the token *is* the password on the wire,
+//                              so there is no separate `token=` parameter.
+//   relay=1                    TURN relay only (iceTransportPolicy 'relay'), e.g. to
+//                              check a TURN server: no direct or STUN-found path is tried
+// ICE servers (STUN, and TURN with fresh credentials) come from the server's
+// /ice-servers; a server without any configured hands out none, fine on a LAN.
 
 const demoParams = new URLSearchParams(location.search);
 
@@ -34,10 +45,16 @@ function demoChannel(from, to) {
   });
 }
 
-/** A link to this demo's other page, with the names swapped (and the same ?server=). */
+/** Options for `new Call` shared by the pages: ICE servers from the server, `?relay=1`. */
+function demoCallOptions(options) {
+  const configuration = demoParams.get('relay') === '1' ? {iceTransportPolicy: 'relay'} : {};
+  return {iceServers: 'auto', configuration, ...options};
+}
+
+/** A link to this demo's other page, with the names swapped (and the same ?server= and ?relay=). */
 function demoPeerLink(page, params) {
   const url = new URL(page, location.href);
-  if (demoParams.has('server')) url.searchParams.set('server', demoParams.get('server'));
+  for (const key of ['server', 'relay']) if (demoParams.has(key)) url.searchParams.set(key, demoParams.get(key));
   for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
   return url.href;
 }
@@ -54,7 +71,8 @@ function demoShowState(call, channel) {
   const report = (e) => {
     const detail = e.detail;
     error.textContent = detail.status === 401
-      ? 'This name is taken on the server (by another password). Choose other names in the URL.'
+      ? 'The server refused this name: it is taken (by another password; choose other names in the URL), '
+        + 'or, on a server that wants access tokens, the token in ?password= is wrong or has expired.'
       : String(detail.message || detail);
   };
   channel.addEventListener('error', report);

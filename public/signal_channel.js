@@ -15,6 +15,15 @@
 // with the default mode a 401 (WWW-Authenticate: Basic) would make the browser
 // pop up its own login dialog instead of handing the response to us.
 //
+// `password` is a string, or a function returning one (or a promise of one):
+// a server run with -auth-secret takes a token from the operator's backend as
+// the password, and tokens expire. The function is called before the first
+// request and again after a 401; the refused request is then retried once with
+// the new value, and only a second 401 is reported. So a page that stays open
+// for days renews its token whenever the server stops taking the old one:
+//
+//   password: () => fetch('/my-backend/inbox-token').then((r) => r.text()),
+//
 // A classic script (no module, no build step) so pages written for the Go
 // server's `SignalingChannel` keep working.
 
@@ -45,9 +54,7 @@ class SignalingChannel extends EventTarget {
     this.connected = false;
     this._abort = null;
     this._outbox = Promise.resolve();  // sends go out one at a time, so they arrive in order
-    // btoa only takes Latin-1: encode the UTF-8 bytes so any name works.
-    const bytes = new TextEncoder().encode(`${from}:${password}`);
-    this._authorization = 'Basic ' + btoa(String.fromCharCode(...bytes));
+    this._authorization = null;        // a promise of the Authorization header, made on first use
     if (autoConnect) this.connect();
   }
 
@@ -83,6 +90,71 @@ class SignalingChannel extends EventTarget {
     return sent;
   }
 
+  /**
+   * The STUN/TURN servers the server hands this user (GET /ice-servers): a list
+   * for RTCPeerConnection's `iceServers`, with short-lived TURN credentials.
+   * Rejects with a SignalingError (e.g. status 404 from a server without the endpoint).
+   */
+  async iceServers() {
+    let response;
+    try {
+      response = await this._fetch(`${this.server}/ice-servers`, {method: 'GET'});
+    } catch (e) {
+      throw e instanceof SignalingError ? e : new SignalingError(`network error: ${e.message}`);
+    }
+    if (!response.ok) throw new SignalingError(await reason(response), response.status);
+    const body = await response.json().catch(() => null);
+    if (!body || !Array.isArray(body.iceServers)) throw new SignalingError('ICE servers: not a list of servers');
+    return body.iceServers;
+  }
+
+  /**
+   * fetch() with our Authorization header. On a 401 a password function is asked
+   * once more and the request repeated with its answer; a second 401 is returned.
+   */
+  async _fetch(url, init) {
+    const send = (authorization) => fetch(url, {
+      cache: 'no-store', credentials: 'omit', ...init, headers: {...init.headers, Authorization: authorization},
+    });
+    const authorization = await this._authorize();
+    const response = await send(authorization);
+    if (response.status !== 401 || typeof this.password !== 'function') return response;
+    await response.body?.cancel();
+    return send(await this._authorize(authorization));
+  }
+
+  /**
+   * The Authorization header. `refused`: the header the server just refused; a
+   * password function is then called again, unless another request renewed it meanwhile.
+   */
+  async _authorize(refused = null) {
+    const current = this._authorization;
+    if (current && refused !== null && typeof this.password === 'function') {
+      // Several requests may be refused at once: the first one renews for all.
+      if (await current.catch(() => null) === refused && this._authorization === current) this._authorization = null;
+    }
+    if (!this._authorization) {
+      const made = this._makeAuthorization();
+      this._authorization = made;
+      made.catch(() => { if (this._authorization === made) this._authorization = null; });  // ask again next time
+    }
+    return this._authorization;
+  }
+
+  async _makeAuthorization() {
+    let password = this.password;
+    if (typeof password === 'function') {
+      try {
+        password = await password();
+      } catch (e) {
+        throw new SignalingError(`cannot get a password: ${e && e.message ? e.message : e}`);
+      }
+    }
+    // btoa only takes Latin-1: encode the UTF-8 bytes so any name or password works.
+    const bytes = new TextEncoder().encode(`${this.from}:${password ?? ''}`);
+    return 'Basic ' + btoa(String.fromCharCode(...bytes));
+  }
+
   async _post(data, to, retry) {
     if (!to) throw new SignalingError('no recipient: pass `to`');
     const deadline = Date.now() + this.retryFor;
@@ -93,12 +165,11 @@ class SignalingChannel extends EventTarget {
       let error;
       let response = null;
       try {
-        response = await fetch(`${this.server}/inbox?to=${encodeURIComponent(to)}`, {
-          method: 'POST', cache: 'no-store', credentials: 'omit', body,
-          headers: {Authorization: this._authorization, 'Content-Type': 'application/json'},
+        response = await this._fetch(`${this.server}/inbox?to=${encodeURIComponent(to)}`, {
+          method: 'POST', body, headers: {'Content-Type': 'application/json'},
         });
       } catch (e) {
-        error = new SignalingError(`network error: ${e.message}`);
+        error = e instanceof SignalingError ? e : new SignalingError(`network error: ${e.message}`);
       }
       if (response) {
         if (response.ok) return;
@@ -114,13 +185,12 @@ class SignalingChannel extends EventTarget {
 
   async _poll(signal) {
     const url = `${this.server}/inbox`;
-    const headers = {Authorization: this._authorization};
     let backoff = this.minBackoff;
     while (!signal.aborted) {
       const started = Date.now();
       let wait = 0;
       try {
-        const response = await fetch(url, {method: 'GET', cache: 'no-store', credentials: 'omit', headers, signal});
+        const response = await this._fetch(url, {method: 'GET', signal});
         if (response.status === 200) {
           const from = response.headers.get('X-From');
           this._dispatch(from, await response.text());
@@ -134,7 +204,8 @@ class SignalingChannel extends EventTarget {
         } else {
           const error = new SignalingError(await reason(response), response.status);
           this._error(error);
-          if (response.status === 401) {  // another password owns this name: retrying cannot help
+          // Another password owns this name, or the token is bad (even a renewed one): retrying cannot help.
+          if (response.status === 401) {
             this.disconnect();
             return;
           }
@@ -143,7 +214,7 @@ class SignalingChannel extends EventTarget {
         }
       } catch (e) {
         if (signal.aborted) return;
-        this._error(new SignalingError(`network error: ${e.message}`));
+        this._error(e instanceof SignalingError ? e : new SignalingError(`network error: ${e.message}`));
         wait = backoff;
         backoff = Math.min(backoff * 2, this.maxBackoff);
       }

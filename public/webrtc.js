@@ -12,15 +12,32 @@
 // The offerer starts a fresh session (a new Peer) whenever it hears 'hello';
 // the answerer says 'hello' when it starts and in reply to a 'hello', and
 // answers every offer with a new Peer. Messages of an older session are ignored.
+//
+// ICE servers: `iceServers: [...]` as for RTCPeerConnection, or 'auto' to take
+// them from the signaling server (GET /ice-servers, with the channel's
+// credentials): its STUN servers and a TURN server with short-lived
+// credentials. If that fails the peer goes on with none (fine on a LAN) and an
+// 'error' event says why; nothing is torn down. `configuration` adds other
+// RTCPeerConnection settings, e.g. {iceTransportPolicy: 'relay'} to use the
+// TURN relay only.
 
 class Peer extends EventTarget {
+  /**
+   * iceServers: a list, 'auto' (ask the channel's server), or a promise of a list.
+   * The RTCPeerConnection exists at once (add tracks and data channels right
+   * away); servers that come later are set before any candidate is gathered.
+   */
   constructor(channel, {iceServers = [], session = randomSession(), configuration = {}} = {}) {
     super();
     this.channel = channel;
     this.session = session;
-    this.connection = new RTCPeerConnection({iceServers, ...configuration});
+    const known = Array.isArray(iceServers);
+    this.connection = new RTCPeerConnection({...configuration, iceServers: known ? iceServers : []});
     this._pending = [];  // remote ICE candidates waiting for the remote description
     const pc = this.connection;
+    // connect() and answer() wait for this: gathering starts with setLocalDescription.
+    this.ready = Promise.resolve();
+    if (!known) this.ready = this._useIceServers(iceServers === 'auto' ? channel.iceServers() : iceServers);
     pc.addEventListener('icecandidate', (e) => this._signal({
       type: 'icecandidate', session: this.session, candidate: e.candidate ? e.candidate.toJSON() : null,
     }));
@@ -51,6 +68,7 @@ class Peer extends EventTarget {
 
   /** Offer side: send an offer to the channel's peer. */
   async connect() {
+    await this.ready;
     await this.connection.setLocalDescription(await this.connection.createOffer());
     // Send localDescription: what createOffer returns has no toJSON in current Chromium.
     this._signal({...this.connection.localDescription.toJSON(), session: this.session});
@@ -58,6 +76,7 @@ class Peer extends EventTarget {
 
   /** Answer side: take the peer's offer and send our answer. */
   async answer(offer) {
+    await this.ready;
     await this.connection.setRemoteDescription({type: 'offer', sdp: offer.sdp});
     await this._flushCandidates();
     await this.connection.setLocalDescription(await this.connection.createAnswer());
@@ -88,6 +107,25 @@ class Peer extends EventTarget {
     this.connection.close();
   }
 
+  async _useIceServers(servers) {
+    let iceServers;
+    try {
+      iceServers = await servers;
+    } catch (error) {
+      console.warn('no ICE servers from the signaling server, going on without:', error.message);
+      const detail = new SignalingError(`ICE servers: ${error.message}`, error.status);
+      this.dispatchEvent(new CustomEvent('error', {detail}));
+      return;
+    }
+    if (this.connection.signalingState === 'closed') return;
+    try {
+      this.connection.setConfiguration({...this.connection.getConfiguration(), iceServers});
+    } catch (error) {  // e.g. a malformed entry: carry on with none rather than not at all
+      console.warn('unusable ICE servers:', error.message);
+      this.dispatchEvent(new CustomEvent('error', {detail: error}));
+    }
+  }
+
   async _flushCandidates() {
     const pending = this._pending.splice(0);
     for (const candidate of pending) await this.addRemoteCandidate(candidate);
@@ -110,14 +148,16 @@ class Call extends EventTarget {
    * Signaling stops once connected (the server is not needed any more) and
    * starts again if the connection fails.
    */
-  constructor(channel, {role, iceServers = [], setup = () => {}} = {}) {
+  constructor(channel, {role, iceServers = [], configuration = {}, setup = () => {}} = {}) {
     super();
     if (role !== 'offerer' && role !== 'answerer') throw new Error("role must be 'offerer' or 'answerer'");
     this.channel = channel;
     this.role = role;
-    this.iceServers = iceServers;
+    this.iceServers = iceServers;  // a list, or 'auto': asked for at start() and shared by its peers
+    this.configuration = configuration;
     this.setup = setup;
     this.peer = null;
+    this._fetchedIceServers = null;
     channel.addEventListener('hello', () => this._onHello());
     channel.addEventListener('offer', (e) => this._onOffer(e.detail));
   }
@@ -128,6 +168,8 @@ class Call extends EventTarget {
 
   /** Start signaling and tell the other side we are here. */
   start() {
+    this._fetchedIceServers = null;  // fresh TURN credentials for each (re)start
+    if (this.iceServers === 'auto') this._iceServers();
     this.channel.connect();
     this._hello();
   }
@@ -155,7 +197,7 @@ class Call extends EventTarget {
 
   _newPeer(session) {
     if (this.peer) this.peer.close();
-    const peer = new Peer(this.channel, {iceServers: this.iceServers, session});
+    const peer = new Peer(this.channel, {iceServers: this._iceServers(), configuration: this.configuration, session});
     this.peer = peer;
     peer.addEventListener('statechange', (e) => {
       if (peer !== this.peer) return;
@@ -171,6 +213,17 @@ class Call extends EventTarget {
 
   _error(error) {
     this.dispatchEvent(new CustomEvent('error', {detail: error}));
+  }
+
+  /** The list, or for 'auto' a promise of the server's list (asked again if the last try failed). */
+  _iceServers() {
+    if (this.iceServers !== 'auto') return this.iceServers;
+    if (!this._fetchedIceServers) {
+      const fetched = this.channel.iceServers();
+      this._fetchedIceServers = fetched;
+      fetched.catch(() => { if (this._fetchedIceServers === fetched) this._fetchedIceServers = null; });
+    }
+    return this._fetchedIceServers;
   }
 }
 

@@ -8,6 +8,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v turnserver >/dev/null || missing+=(coturn)
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi

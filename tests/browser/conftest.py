@@ -9,17 +9,20 @@ sockets are all created inside it; the namespace is left when the package ends.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import subprocess
 import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from ..support import ROOT, ServerProcess, start_server
+from ..turn_support import TurnServer, turn_or_skip
 
 CHROMIUM = os.environ.get("INBOX_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -39,6 +42,7 @@ CHROMIUM_FLAGS = [
 ]
 SCREENSHOTS = Path(os.environ.get("INBOX_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
 PUBLIC = ROOT / "public"
+EXAMPLE = ROOT / "examples" / "aiortc_peer.py"
 CLONE_NEWNET = 0x40000000
 
 
@@ -163,3 +167,32 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
     import aioice.ice
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@pytest.fixture(scope="package")
+def turn(loopback_only: bool, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TurnServer]:
+    """A throw-away coturn on loopback, in the package's namespace (skipped if it can't run; CI fails)."""
+    server = turn_or_skip(tmp_path_factory.mktemp("turn"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def turn_signaling(
+    turn: TurnServer, tls_files: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """inbox-asgi handing out credentials for `turn` at /ice-servers (and serving the pages)."""
+    flags = ["-public", str(PUBLIC), "-turn-urls", turn.url, "-turn-secret", turn.secret, "-turn-ttl", "600"]
+    server = start_server(flags, cwd=tmp_path_factory.mktemp("turn-signaling"), tls=tls_files)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
+def peer() -> ModuleType:
+    """examples/aiortc_peer.py itself, so the tests prove what the README tells people to run."""
+    spec = importlib.util.spec_from_file_location("aiortc_peer", EXAMPLE)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

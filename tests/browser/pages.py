@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -68,3 +69,51 @@ async def chat_lines(page: Any) -> list[str]:
         "#log li", "(items) => items.map((li) => li.textContent)"
     )
     return lines
+
+
+# Every selected candidate pair of the page's current call (demo.call), with its two
+# candidates, and the page's local candidates: what getStats() says the connection uses.
+SELECTED_PAIRS = """async () => {
+  const pc = demo.call.peer && demo.call.peer.connection;
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  const candidate = (id) => {
+    const c = stats.get(id);
+    return {type: c.candidateType, address: c.address, port: c.port, url: c.url || null};
+  };
+  const pairs = [];
+  const local = [];
+  stats.forEach((report) => {
+    if (report.type === 'transport' && report.selectedCandidatePairId) {
+      const pair = stats.get(report.selectedCandidatePairId);
+      pairs.push({local: candidate(pair.localCandidateId), remote: candidate(pair.remoteCandidateId),
+                  bytesReceived: pair.bytesReceived});
+    }
+    if (report.type === 'local-candidate') local.push(report.candidateType);
+  });
+  return {pairs, local};
+}"""
+
+
+async def selected_pairs(page: Any) -> dict[str, Any]:
+    """SELECTED_PAIRS for `page`: {"pairs": [{"local": {...}, "remote": {...}, ...}], "local": [types]}."""
+    result: dict[str, Any] = await page.evaluate(SELECTED_PAIRS)
+    return result
+
+
+class Inbox:
+    """Collects data-channel messages; `await inbox.wait_for(text)` instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, channel: Any, text: str) -> None:
+        self.messages.append(text)
+        self.changed.set()
+
+    async def wait_for(self, text: str, within: float = 20) -> None:
+        async with asyncio.timeout(within):
+            while text not in self.messages:
+                self.changed.clear()
+                await self.changed.wait()

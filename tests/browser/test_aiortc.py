@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 from collections.abc import AsyncIterator, Callable
 from types import ModuleType
@@ -13,26 +12,14 @@ import pytest
 
 from inbox_asgi.client import InboxClient
 
-from ..support import ROOT, ServerProcess
-from .pages import assert_video_plays, chat_say, unique, wait_chat_line
+from ..support import ServerProcess
+from .conftest import EXAMPLE
+from .pages import Inbox, assert_video_plays, chat_say, unique, wait_chat_line
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("loopback_ice")]
 
 Opener = Callable[..., Any]
 ClientFactory = Callable[[str], InboxClient]
-
-
-EXAMPLE = ROOT / "examples" / "aiortc_peer.py"
-
-
-@pytest.fixture(scope="module")
-def peer() -> ModuleType:
-    """The example itself, so the tests prove what the README tells people to run."""
-    spec = importlib.util.spec_from_file_location("aiortc_peer", EXAMPLE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -47,24 +34,6 @@ async def client(server: ServerProcess) -> AsyncIterator[ClientFactory]:
     yield make
     for made in clients:
         await made.aclose()
-
-
-class Inbox:
-    """Collects data-channel messages; `await inbox.wait_for(text)` instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.changed = asyncio.Event()
-
-    def __call__(self, channel: Any, text: str) -> None:
-        self.messages.append(text)
-        self.changed.set()
-
-    async def wait_for(self, text: str, within: float = 20) -> None:
-        async with asyncio.timeout(within):
-            while text not in self.messages:
-                self.changed.clear()
-                await self.changed.wait()
 
 
 async def test_aiortc_peers_talk_over_a_data_channel(peer: ModuleType, client: ClientFactory) -> None:

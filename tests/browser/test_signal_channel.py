@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from inbox_asgi import tokens
 from inbox_asgi.client import InboxClient, RecipientNotFound
 
-from ..support import ServerProcess
+from ..support import ServerProcess, start_server
 from .conftest import PUBLIC
 from .pages import chat_say, unique, wait_chat_line
 
@@ -17,18 +20,20 @@ pytestmark = pytest.mark.anyio
 
 Opener = Callable[..., Any]
 
-# Runs `body` (an async function body using a, b) with a deadline, so a broken client fails, not hangs.
-WITH_DEADLINE = """async ([a, b]) => {
+# Runs `body` (an async function body using a, b, extra) with a deadline, so a broken client fails, not hangs.
+WITH_DEADLINE = """async ([a, b, extra]) => {
   const deadline = new Promise((_, reject) => setTimeout(() => reject(new Error('deadline passed')), 15000));
   return Promise.race([deadline, (async () => { %s })()]);
 }"""
 
 
-async def run_script(new_page: Opener, server: ServerProcess, body: str, a: str, b: str) -> Any:
+async def run_script(
+    new_page: Opener, server: ServerProcess, body: str, a: str, b: str, extra: Any = None
+) -> Any:
     """Run `body` in a page of `server` that loaded signal_channel.js; `a` and `b` are peer names."""
     page = await new_page(f"{server.base_url}/")
     await page.add_script_tag(url="signal_channel.js")
-    return await page.evaluate(WITH_DEADLINE % body, [a, b])
+    return await page.evaluate(WITH_DEADLINE % body, [a, b, extra])
 
 
 async def test_sends_wait_for_the_peer_and_arrive_in_order(server: ServerProcess, new_page: Opener) -> None:
@@ -137,3 +142,96 @@ async def test_pages_signal_through_another_origin_with_cors(
     async with InboxClient(server.base_url, unique("probe"), "pw", verify=server.verify) as probe:
         with pytest.raises(RecipientNotFound):
             await probe.send(f"{room}/alice", "x")
+
+
+AUTH_SECRET = "browser-test-auth-secret"
+
+
+@pytest.fixture(scope="module")
+def token_server(
+    loopback_only: bool, tls_files: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server that lets in access-token holders only (-auth-secret)."""
+    flags = ["-public", str(PUBLIC), "-auth-secret", AUTH_SECRET]
+    server = start_server(flags, cwd=tmp_path_factory.mktemp("token-server"), tls=tls_files)
+    yield server
+    server.stop()
+
+
+def token(name: str, ttl: float = 600) -> str:
+    return tokens.issue(AUTH_SECRET, name, ttl)
+
+
+async def test_a_password_function_renews_an_expired_token(
+    token_server: ServerProcess, new_page: Opener
+) -> None:
+    a, b = unique("a"), unique("b")
+    expired = tokens.issue(AUTH_SECRET, a, ttl=60, now=time.time() - 3600)
+    result = await run_script(
+        new_page,
+        token_server,
+        """
+        const [expired, tokenA, tokenB] = extra;
+        const bob = new SignalingChannel({from: b, to: a, password: tokenB});  // a plain string token
+        bob.addEventListener('ping', (e) => bob.send({type: 'pong', n: e.detail.n}));
+        let calls = 0;
+        const errors = [];
+        // Like a page asking its backend: the first answer is a token that has run out meanwhile.
+        const alice = new SignalingChannel({
+          from: a, to: b, password: async () => (calls++ === 0 ? expired : tokenA),
+        });
+        alice.addEventListener('error', (e) => errors.push(e.detail.status));
+        const pong = new Promise((resolve) => alice.addEventListener('pong', (e) => resolve(e.detail.n)));
+        await alice.send({type: 'ping', n: 7});  // refused along with alice's first poll: one renewal
+        const n = await pong;
+        alice.disconnect();
+        bob.disconnect();
+        return {n, calls, errors};
+        """,
+        a,
+        b,
+        [expired, token(a), token(b)],
+    )
+    assert result == {"n": 7, "calls": 2, "errors": []}
+
+
+async def test_a_forged_token_is_reported_after_one_renewal(
+    token_server: ServerProcess, new_page: Opener
+) -> None:
+    a = unique("a")
+    forged = tokens.issue("not-the-" + AUTH_SECRET, a, 600)
+    result = await run_script(
+        new_page,
+        token_server,
+        """
+        let calls = 0;
+        const channel = new SignalingChannel({from: a, password: () => { calls++; return extra; }});
+        const [status, callsAtError] = await new Promise((resolve) => channel.addEventListener(
+          'error', (e) => resolve([e.detail.status, calls]), {once: true}));
+        let sendStatus = null;
+        try {
+          await channel.send({type: 'x'}, {to: a, retry: false});
+        } catch (e) {
+          sendStatus = e.status;
+        }
+        return {status, callsAtError, polling: channel.connected, sendStatus};
+        """,
+        a,
+        unique("b"),
+        forged,
+    )
+    assert result == {"status": 401, "callsAtError": 2, "polling": False, "sendStatus": 401}
+
+
+async def test_demo_pages_take_a_token_as_password(token_server: ServerProcess, new_page: Opener) -> None:
+    room = unique("room")
+    url = f"{token_server.base_url}/chat.html?room={room}"
+    alice = await new_page(f"{url}&me=alice&peer=bob&password={quote(token(f'{room}/alice'))}")
+    bob = await new_page(f"{url}&me=bob&peer=alice&password={quote(token(f'{room}/bob'))}")
+    await chat_say(alice, "token holders only")
+    await wait_chat_line(bob, "them", "token holders only")
+
+    # A token for another name (or none: each tab's made-up password) is refused and explained.
+    stranger = await new_page(f"{url}&me=carol&peer=dave&password={quote(token(f'{room}/alice'))}")
+    await stranger.wait_for_function("document.getElementById('error').textContent.includes('token')")
+    assert await stranger.evaluate("demo.channel.connected") is False
