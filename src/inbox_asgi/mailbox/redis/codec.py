@@ -19,6 +19,11 @@ def inbox_keys(name: str, prefix: str = "inbox") -> tuple[bytes, bytes]:
     return base + b"m", base + b"q"
 
 
+def wake_channel(meta_key: bytes) -> bytes:
+    """The inbox's shard channel for wake-ups on a Cluster (`<prefix>:{<tag>}:w`, the inbox's slot)."""
+    return meta_key[:-1] + b"w"
+
+
 def index_key(prefix: str = "inbox") -> bytes:
     """The global inbox index; `!` is not in the base64url alphabet, so no inbox shares its tag."""
     return prefix.encode() + b":{!}:index"

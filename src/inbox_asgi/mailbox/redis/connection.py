@@ -1,4 +1,4 @@
-"""Connecting to Redis: a bounded client, and the start-up check that Redis will do."""
+"""Connecting to Redis: the store a process uses, and the start-up check that Redis will do."""
 
 from __future__ import annotations
 
@@ -10,42 +10,32 @@ from inbox_asgi.config import ConfigError, redact
 from inbox_asgi.mailbox.redis.scripts import SCRIPTS
 
 try:
+    import hiredis  # noqa: F401  (the store parses replies with it)
     import redis
-    import redis.asyncio as aioredis
+    import redis.cluster
     from redis.exceptions import RedisError
-except ImportError as error:  # pragma: no cover - depends on the installed extras
-    raise ConfigError("-redis-url needs the redis package: pip install 'inbox-asgi[redis]'") from error
 
-#: Seconds any one Redis command may take before the request gets 503.
-SOCKET_TIMEOUT = 2.0
+    from inbox_asgi.mailbox.redis.store import Store
+except ImportError as error:  # pragma: no cover - depends on the installed extras
+    raise ConfigError(
+        "-redis-url needs the redis and hiredis packages: pip install 'inbox-asgi[redis]'"
+    ) from error
+
 #: ZADD ... GT (index scores) and effect replication of scripts that read TIME.
 MIN_REDIS_VERSION = (6, 2)
-#: Most Redis connections one process opens (plus its subscription).
-MAX_CONNECTIONS = 64
 
 logger = logging.getLogger("inbox_asgi.redis")
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client with a bounded pool, bounded waits and no automatic retries.
+def connect(url: str) -> Store:
+    """The store for `url`: one Redis server, or a Redis Cluster (found out on the first connection).
 
-    Waiting readers hold no connection; a request holds one for one round
-    trip, and at most MAX_CONNECTIONS are open per process. A retried script
-    could run twice (a message popped by the first run would be lost), so a
-    failed command fails its request with 503 instead; idle connections are
-    dropped as soon as a loss is noticed, so none that died with Redis is
-    used after it comes back. URL query parameters (``?socket_timeout=5``)
-    override these settings.
+    One auto-pipelined connection per Redis node, and no automatic retries: a
+    retried script could run twice (a message popped by the first run would
+    be lost), so a failed command fails its request with 503 instead. URL
+    query parameters (``?socket_timeout=5``) set the timeouts (2 s by default).
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=SOCKET_TIMEOUT,
-        socket_timeout=SOCKET_TIMEOUT,
-        socket_connect_timeout=SOCKET_TIMEOUT,
-        retry=redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0),
-    )
-    return aioredis.Redis.from_pool(pool)
+    return Store.from_url(url, [script.source for script in SCRIPTS])
 
 
 def check_connection(url: str, timeout: float = 3.0) -> None:
@@ -63,8 +53,12 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
         with client:
             version = str(client.info("server").get("redis_version", "0"))
             memory = client.info("memory")
-            for script in SCRIPTS:
-                client.script_load(script.source)
+            nodes = [client]
+            if int(client.info("cluster").get("cluster_enabled", 0)):
+                nodes = _primaries(url, timeout)
+            for node in nodes:
+                for script in SCRIPTS:
+                    node.script_load(script.source)
     except RedisError as error:
         raise ConfigError(
             f"-redis-url: cannot use Redis at {redact(url)}: {error}. "
@@ -93,3 +87,9 @@ def warn_about_memory(memory: dict[str, Any]) -> None:
             "use maxmemory-policy noeviction (new messages then get 503 when Redis is full)",
             policy,
         )
+
+
+def _primaries(url: str, timeout: float) -> list[redis.Redis]:
+    """A client for each primary of the cluster whose node `url` names (same credentials and TLS)."""
+    cluster = redis.cluster.RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return [cluster.get_redis_connection(node) for node in cluster.get_primaries()]  # type: ignore[no-untyped-call]

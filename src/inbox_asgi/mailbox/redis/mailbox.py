@@ -8,8 +8,14 @@ Same rules as the in-memory backend, across processes:
 - inboxes expire through Redis TTLs; while a reader waits, `run()` refreshes
   the TTL of its inbox, so an inbox with a waiting reader is never deleted;
 - waiting readers hold no Redis connection: a reader registers its token in
-  the inbox, and scripts publish wake-ups on the channel of the process where
-  it waits; one subscription per process dispatches them to local waiters;
+  the inbox, and scripts publish wake-ups where its process listens (one
+  channel per process on one Redis; on a Cluster, the inbox's shard channel:
+  `subscriptions`);
+- every command goes through `store.Store`: one auto-pipelined connection per
+  Redis node (a Cluster's commands routed by slot), so a request costs one
+  script and the commands of concurrent requests share writes; a POST's
+  sender check needs no Redis at all while this process knows the sender's
+  inbox lives (`_known`: its digest and a lower bound of its expiry);
 - a woken reader takes a message with CLAIM, which checks it is still the
   inbox's reader: nothing is popped for a reader that is gone or superseded;
 - a message taken (by ENTER or CLAIM) stays held for its GET until this
@@ -25,8 +31,9 @@ Same rules as the in-memory backend, across processes:
   place in its network's index first, then in the global one (the other way
   round, a client over its limit would leave places taken in the global index);
 - Redis errors become `BackendUnavailable` (503) within the socket timeout;
-  a lost subscription is re-established, and every local reader then re-checks
-  its inbox, so no wake-up is lost while the connection was down;
+  on a Cluster only for the requests whose inboxes live on the failing node;
+  a lost subscription is re-established, and every local reader it served
+  then re-checks its inbox, so no wake-up is lost while the connection was down;
 - queued bytes are bounded by Redis's own `maxmemory` (policy `noeviction`),
   not by -max-queued-bytes: the messages live in Redis, and a global byte
   counter would be a key outside the inbox's hash tag that every SEND updates,
@@ -44,17 +51,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import anyio
 import anyio.lowlevel
-import redis
-import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.exceptions import NoScriptError, OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from inbox_asgi.config import ConfigError, Settings
 from inbox_asgi.mailbox.credentials import Credentials
@@ -76,8 +79,9 @@ from inbox_asgi.mailbox.redis.codec import (
     inbox_keys,
     index_key,
     network_key,
+    wake_channel,
 )
-from inbox_asgi.mailbox.redis.connection import SOCKET_TIMEOUT, connect
+from inbox_asgi.mailbox.redis.connection import connect
 from inbox_asgi.mailbox.redis.scripts import (
     CLAIM,
     COUNT,
@@ -86,22 +90,22 @@ from inbox_asgi.mailbox.redis.scripts import (
     REFRESH,
     REQUEUE,
     RESERVE,
-    SCRIPTS,
     SEND,
     SETTLE,
     TOUCH,
     Call,
 )
+from inbox_asgi.mailbox.redis.store import SOCKET_TIMEOUT, Store
+from inbox_asgi.mailbox.redis.subscriptions import Subscriptions
 
 logger = logging.getLogger("inbox_asgi.redis")
 
-#: Seconds without a word on the subscription before it is pinged (and dropped if silent).
-PING_EVERY = 5.0
 #: Most password salts remembered (saves a round trip per request for known inboxes).
 SALT_CACHE_SIZE = 65536
+#: Most inboxes known to live (see `_known`).
+KNOWN_SIZE = 65536
 #: Waiting readers refreshed per pipeline.
 REFRESH_BATCH = 500
-RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0)
 #: Longest a GET without long polling waits behind a message held for an earlier
 #: GET (settled within milliseconds unless that GET's process died).
 HELD_WAIT = 1.0
@@ -134,7 +138,7 @@ class Waiter(ParkedReader):
 class RedisMailbox:
     def __init__(
         self,
-        client: aioredis.Redis,
+        store: Store,
         *,
         inbox_timeout: float,
         inbox_capacity: int,
@@ -143,7 +147,7 @@ class RedisMailbox:
         max_inboxes_per_ip: int = 0,
         prefix: str = "inbox",
     ) -> None:
-        self.redis = client
+        self.store = store
         self.inbox_capacity = inbox_capacity
         self.max_inboxes = max_inboxes
         #: 0: no limit.
@@ -152,14 +156,16 @@ class RedisMailbox:
         self.ttl_ms = max(1, round(inbox_timeout * 1000))
         # A waiting reader's inbox TTL is renewed at least three times per timeout.
         self.refresh_every = min(cleanup_interval, inbox_timeout / 3)
-        self.channel = f"{prefix}:wake:{secrets.token_hex(8)}".encode()
+        self.subscriptions = Subscriptions(store, prefix, self._dispatch, self._recheck)
         self._index = index_key(prefix)
         self._tokens = itertools.count(1)
         self._waiters: dict[bytes, Waiter] = {}
         self._active = 0
         self._salts: dict[str, bytes] = {}
+        #: name -> (password digest, monotonic time before which the inbox surely lives,
+        #: the store's connection generation then): opening it needs no Redis.
+        self._known: dict[str, tuple[PasswordDigest, float, int]] = {}
         self._closed = False
-        self._subscribed = False
         self._inboxes = 0
         self._last_outage_log = -1e9
         # Holds of delivered messages, settled in the background (see _settle_loop).
@@ -186,11 +192,24 @@ class RedisMailbox:
     @property
     def subscribed(self) -> bool:
         """Whether this process currently hears wake-ups (for tests and health checks)."""
-        return self._subscribed
+        return self.subscriptions.subscribed
+
+    @property
+    def channel(self) -> bytes:
+        """This process's wake-up channel (one Redis server)."""
+        return self.subscriptions.channel
 
     # -- the Mailbox interface -------------------------------------------------
 
     async def open(self, credentials: Credentials) -> None:
+        known = self._known.get(credentials.username)
+        if (
+            known is not None
+            and known[2] == self.store.generation
+            and time.monotonic() < known[1]
+            and known[0].matches(credentials.password)
+        ):
+            return  # it lives, with this password: nothing to ask Redis
         await self._enter(credentials, b"open", b"")
 
     async def send(self, sender: str, recipient: str, message: Message) -> None:
@@ -212,9 +231,16 @@ class RedisMailbox:
     ) -> Message | None:
         name = credentials.username
         long_poll = wait > 0 and not self._closed
-        waiter = Waiter(self.channel + b"|%d" % next(self._tokens), name, inbox_keys(name, self.prefix))
+        if self.store.cluster is None:  # the token's form depends on the mode
+            try:
+                await self.store.ready()
+            except RedisError as error:
+                await self._failed(error)
+        token = self.subscriptions.token_prefix() + b"%d" % next(self._tokens)
+        waiter = Waiter(token, name, inbox_keys(name, self.prefix))
         # Registered before the script runs, so no wake-up can arrive unheard.
         self._waiters[waiter.token] = waiter
+        channel = b""
         try:
             reply = await self._enter(credentials, b"wait" if long_poll else b"read", waiter.token)
             if reply[0] != b"waiting":
@@ -222,6 +248,9 @@ class RedisMailbox:
             waiter.active = True
             waiter.refreshed = anyio.current_time()
             self._active += 1
+            if self.subscriptions.sharded:
+                channel = wake_channel(waiter.keys[0])
+                self.subscriptions.watch(channel, waiter.token)
             # Without long polling a GET waits only for a message held for an earlier GET.
             wait = wait if long_poll else HELD_WAIT
             return await self._wait(waiter, wait, disconnected, client_gone=gone)
@@ -229,6 +258,8 @@ class RedisMailbox:
             del self._waiters[waiter.token]
             if waiter.active:
                 self._active -= 1
+            if channel:
+                self.subscriptions.unwatch(channel, waiter.token)
 
     async def requeue(self, recipient: str, message: Message) -> None:
         call: Call = (REQUEUE, inbox_keys(recipient, self.prefix), (encode_message(message),))
@@ -240,7 +271,7 @@ class RedisMailbox:
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._listen)
+            tasks.start_soon(self.subscriptions.run)
             tasks.start_soon(self._refresh_loop)
             tasks.start_soon(self._settle_loop)
 
@@ -262,8 +293,7 @@ class RedisMailbox:
     async def aclose(self) -> None:
         self.shutdown()
         await self._flush_settles()  # deliveries of the last requests: not settled, they would come again
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.aclose()
+        await self.store.aclose()
 
     # -- reading -----------------------------------------------------------------
 
@@ -276,8 +306,13 @@ class RedisMailbox:
             salt = self._salts.get(name)
             expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
             call: Call = (ENTER, keys, (expected, create, self.ttl_ms, mode, score, token, net))
+            generation, started = self.store.generation, time.monotonic()
             reply = await self._taking(name, token, call)
             status = reply[0]
+            if status == b"ok" and len(reply) > 2:
+                # The inbox lives at least its TTL from when the script ran, which was after `started`.
+                until = started + reply[2] / 1000 * 0.99
+                self._know(name, PasswordDigest(create or expected), until, generation)
             if status == b"password":
                 stored = PasswordDigest.from_bytes(reply[1])
                 if not stored.matches(password):
@@ -406,6 +441,12 @@ class RedisMailbox:
             raise TooManyInboxes
         return score, net
 
+    def _know(self, name: str, digest: PasswordDigest, until: float, generation: int) -> None:
+        known = self._known
+        if name not in known and len(known) >= KNOWN_SIZE:
+            del known[next(iter(known))]
+        known[name] = (digest, until, generation)
+
     def _remember(self, name: str, salt: bytes) -> None:
         salts = self._salts
         if name not in salts and len(salts) >= SALT_CACHE_SIZE:
@@ -414,53 +455,16 @@ class RedisMailbox:
 
     # -- background work ------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        """One subscription for the whole process; re-established whenever it is lost."""
-        failures = 0
-        while True:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                await self._pump(pubsub)
-            except (RedisError, OSError) as error:
-                if self._subscribed:
-                    logger.warning("Redis subscription lost (%s); reconnecting", error)
-                    failures = 0
-                self._subscribed = False
-                await self._drop_idle_connections()
-            finally:
-                with anyio.CancelScope(shield=True), contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await anyio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
-            failures += 1
-
-    async def _pump(self, pubsub: PubSub) -> None:
-        pinged = False
-        while True:
-            event = await pubsub.get_message(timeout=PING_EVERY)
-            if event is None:
-                if pinged:
-                    raise redis.exceptions.TimeoutError("no answer to PING on the subscription")
-                await pubsub.ping()
-                pinged = True
-                continue
-            pinged = False
-            kind = event["type"]
-            if kind == "message":
-                self._dispatch(event["data"])
-            elif kind == "subscribe":
-                if not self._subscribed:
-                    logger.info("Redis subscription on %s", self.channel.decode())
-                self._subscribed = True
-                # Wake-ups published while we were not subscribed are lost: every
-                # local reader re-checks its inbox.
-                for waiter in list(self._waiters.values()):
-                    waiter.wake(MAIL)
-
     def _dispatch(self, data: bytes) -> None:
         waiter = self._waiters.get(data[1:])
         if waiter is not None:
             waiter.wake(SUPERSEDED if data[:1] == b"S" else MAIL)
+
+    def _recheck(self, tokens: Iterable[bytes] | None) -> None:
+        """Wake-ups may have been missed (a subscription just came up): these readers look again."""
+        waiters = self._waiters
+        for waiter in list(waiters.values()) if tokens is None else filter(None, map(waiters.get, tokens)):
+            waiter.wake(MAIL)
 
     async def _settle_loop(self) -> None:
         """Settle the holds of delivered messages, many per round trip, after their answers went out."""
@@ -495,6 +499,7 @@ class RedisMailbox:
         while True:
             await anyio.sleep(self.refresh_every)
             await self.refresh_waiting()
+            self.subscriptions.sweep()
 
     async def refresh_waiting(self) -> None:
         """Renew the TTL of inboxes whose reader waits here; wake readers that missed something."""
@@ -518,20 +523,13 @@ class RedisMailbox:
     # -- talking to Redis ---------------------------------------------------------------
 
     async def _run(self, calls: Sequence[Call]) -> list[Any]:
-        """Run scripts in one round trip (loading them if Redis lost them).
+        """Run scripts, many per write (on a Cluster, each on its inbox's node).
 
         Redis errors → BackendUnavailable (503); Redis out of memory → StoreFull (503).
         """
-        try:
-            results = await self._send(calls)
-            redo = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-            if redo:  # a restarted or flushed Redis: NOSCRIPT means the script did not run
-                for script in SCRIPTS:
-                    await self.redis.script_load(script.source)
-                for i, result in zip(redo, await self._send([calls[i] for i in redo]), strict=True):
-                    results[i] = result
-        except (RedisError, OSError) as error:
-            await self._failed(error)
+        results = await self.store.execute(
+            [(keys[0], (b"EVALSHA", script.sha, len(keys), *keys, *args)) for script, keys, args in calls]
+        )
         for result in results:
             if isinstance(result, Exception):
                 await self._failed(result)
@@ -541,20 +539,8 @@ class RedisMailbox:
         if _out_of_memory(error):
             self._warn(f"Redis is out of memory (maxmemory), answering 503 to new messages: {error}")
             raise StoreFull from None
-        await self._outage(error)
+        self._warn(f"Redis unavailable, answering 503: {error}")
         raise BackendUnavailable from None
-
-    async def _send(self, calls: Sequence[Call]) -> list[Any]:
-        if len(calls) == 1:
-            script, keys, args = calls[0]
-            try:
-                return [await self.redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)]  # type: ignore[no-untyped-call]
-            except NoScriptError as error:
-                return [error]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
 
     def _warn(self, text: str) -> None:
         """Log a failure at most every 10 s: during an outage every request would."""
@@ -562,16 +548,6 @@ class RedisMailbox:
         if now - self._last_outage_log > 10:
             self._last_outage_log = now
             logger.warning("%s", text)
-
-    async def _outage(self, error: BaseException) -> None:
-        self._warn(f"Redis unavailable, answering 503: {error}")
-        if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError | OSError):
-            await self._drop_idle_connections()
-
-    async def _drop_idle_connections(self) -> None:
-        """Close pooled connections so none that died with Redis is used when it is back."""
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.connection_pool.disconnect(inuse_connections=False)
 
 
 def _out_of_memory(error: BaseException) -> bool:

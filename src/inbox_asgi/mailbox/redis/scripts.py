@@ -17,9 +17,11 @@ Both keys carry the inbox's TTL: Redis deletes an unread inbox by itself.
 A reader token is ``<wake channel>|<counter>``; scripts wake a reader by
 publishing ``M<token>`` (a message may be there: claim it) or ``S<token>``
 (superseded by a newer reader: answer 204) on the channel of the process
-where it waits. A waiting reader only ever takes a message with CLAIM, which
-checks that it is still the inbox's reader, so nothing is popped for a reader
-that is gone.
+where it waits. On a Redis Cluster the token is ``|<process>:<counter>`` and
+the wake-up goes to the inbox's shard channel ``<prefix>:{<tag>}:w`` (SPUBLISH:
+heard on this slot's node only, not broadcast to the whole cluster). A waiting
+reader only ever takes a message with CLAIM, which checks that it is still the
+inbox's reader, so nothing is popped for a reader that is gone.
 
 A message taken (by ENTER or CLAIM) leaves the queue but is *held* for its
 GET until that GET's process, back from the round trip, has checked that the
@@ -70,8 +72,14 @@ local function same(a, b)
   return redis.sha1hex(a) == redis.sha1hex(b)
 end
 local function wake(token, kind)
+  -- `<process channel>|n` (one Redis): PUBLISH there; `|<process>:n` (Cluster):
+  -- SPUBLISH on the inbox's shard channel, heard only on this inbox's node
   local channel = string.match(token, '^(.*)|')
-  if channel then redis.call('PUBLISH', channel, kind .. token) end
+  if channel == '' then
+    redis.call('SPUBLISH', string.sub(KEYS[1], 1, -2) .. 'w', kind .. token)
+  elseif channel then
+    redis.call('PUBLISH', channel, kind .. token)
+  end
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -161,7 +169,7 @@ end
 #: as the waiting reader), index score reserved for a new inbox, the GET's token
 #: (a message taken is held for it; see SETTLE), the per-network index a new
 #: inbox counts in ("" for none).
-#: → {"missing"} | {"password", stored} | {"ok", 0}
+#: → {"missing"} | {"password", stored} | {"ok", 0, ttl ms}
 #:   | {"message", score, m, net} | {"empty", score, net} | {"waiting", score, net}
 _ENTER_LUA = (
     _COMMON
@@ -177,7 +185,7 @@ elseif not same(stored, ARGV[1]) then
   return {'password', stored}
 end
 local mode = ARGV[4]
-if mode == 'open' then return {'ok', 0} end
+if mode == 'open' then return {'ok', 0, redis.call('PTTL', KEYS[1])} end
 -- a GET drains the store, so it goes on when Redis is out of memory: what it
 -- writes (its token, a hold) is bounded by the readers, not by the senders
 over_maxmemory_too()
