@@ -7,7 +7,7 @@
     .venv/bin/python bench/run.py expiry       # 5. 100k inboxes expiring at once, event-loop stall probe
     .venv/bin/python bench/run.py redis        # 6. pairs against 1 and 2 workers sharing Redis
     .venv/bin/python bench/run.py all
-    .venv/bin/python bench/run.py pairs --go /tmp/inbox-go/inbox   # pairs with the Go original too
+    .venv/bin/python bench/run.py ping-pong --go /tmp/inbox-go/inbox   # beside the Go original (pairs too)
 
 Every server runs on 127.0.0.1 pinned to CPU 0 (`taskset`), every load
 generator (wrk, or this process for the Python-driven scenarios) on CPU 1.
@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="skip the run at the open-file limit")  # fmt: skip
     parser.add_argument("--senders", type=int, default=32, help="sender connections in `readers`")
     parser.add_argument("--inboxes", type=int, default=100_000, help="inboxes in `expiry`")
-    parser.add_argument("--go", metavar="BINARY", help="the Go original's binary, one more server in `pairs`")
+    parser.add_argument(
+        "--go", metavar="BINARY", help="the Go original's binary, one more server in `pairs` and `ping-pong`"
+    )
     args = parser.parse_args(argv)
     if args.go and shutil.which(args.go) is None:
         sys.exit(f"--go {args.go}: no such executable (see docs/performance.md)")

@@ -1,7 +1,9 @@
 """3. ping-pong: peer pairs answering each other at once through long polls.
 
 A round trip is 2 POSTs and 2 long-poll GETs; the client is this Python process (uvloop) on
-CPU 1, one fresh server per pair count.
+CPU 1. inbox-asgi and, with --go, the Go original run side by side and are loaded in turn
+(A B, B A, ...) for every pair count; the table gives medians, ratios to Go from the same run,
+and the client's own CPU share, so a client-bound figure shows as one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from typing import Any
 
 from client import Connection, build
-from harness import JSON, inbox_server, percentile, pin_client, run_loop, save
+from harness import JSON, Server, go_server, inbox_server, percentile, pin_client, run_loop, save
 
 
 async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
@@ -78,46 +80,69 @@ async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def measure(server: Server, pairs: int, seconds: float) -> dict[str, Any]:
+    cpu, client_cpu = server.cpu_seconds(), time.process_time()
+    result: dict[str, Any] = run_loop(ping_pong(server.port, pairs, seconds))
+    trips = max(result["round_trips"], 1)
+    result["cpu_us_per_round_trip"] = (server.cpu_seconds() - cpu) * 1e6 / trips
+    # The client is one core's Python: at ~100% of a core the figure is the client's, not the server's.
+    result["client_cpu_share"] = (time.process_time() - client_cpu) / (seconds + 1)
+    result["server"] = server.name
+    return result
+
+
+FIGURES = ("round_trips_per_s", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_round_trip", "client_cpu_share")
+
+
 def run(args: argparse.Namespace) -> None:
     pin_client()
-    runs = []
-    rows = []
+    runs: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for pairs in args.pairs:
-        server = inbox_server("-long-polling-timeout", "30")
+        servers = [inbox_server("-long-polling-timeout", "30")]
+        if args.go:
+            servers.append(go_server(args.go))
         try:
             for number in range(args.rounds):
-                cpu = server.cpu_seconds()
-                result = run_loop(ping_pong(server.port, pairs, args.duration))
-                result["cpu_us_per_round_trip"] = (
-                    (server.cpu_seconds() - cpu) * 1e6 / max(result["round_trips"], 1)
-                )
-                result["round"] = number
-                runs.append(result)
-                print(
-                    f"  P={pairs} round {number + 1}/{args.rounds}:"
-                    f" {result['round_trips_per_s']:7.0f} round trips/s"
-                    f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms",
-                    flush=True,
-                )
+                order = servers[number % len(servers):] + servers[: number % len(servers)]
+                for server in order:
+                    result = measure(server, pairs, args.duration)
+                    result.update(round=number, pairs=pairs)
+                    runs.append(result)
+                    print(
+                        f"  P={pairs} round {number + 1}/{args.rounds} {server.name:10}:"
+                        f" {result['round_trips_per_s']:7.0f} round trips/s"
+                        f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms"
+                        f"  {result['cpu_us_per_round_trip']:5.0f} µs CPU/round trip"
+                        f"  client {result['client_cpu_share']:4.0%} of a core",
+                        flush=True,
+                    )
         finally:
-            server.stop()
-        mine = [run for run in runs if run["pairs"] == pairs]
-        rows.append({
-            "pairs": pairs,
-            **{key: statistics.median(run[key] for run in mine)
-               for key in ("round_trips_per_s", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_round_trip")},
-        })  # fmt: skip
+            for server in servers:
+                server.stop()
+        for server in servers:
+            mine = [run for run in runs if run["pairs"] == pairs and run["server"] == server.name]
+            rows.append(
+                {"pairs": pairs, "server": server.name}
+                | {key: statistics.median(run[key] for run in mine) for key in FIGURES}
+            )
     lines = [
-        "| pairs | round trips/s | p50 RTT ms | p99 RTT ms | max RTT ms | server CPU µs/round trip |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| pairs | server | round trips/s | vs Go | p50 RTT ms | p99 RTT ms | p99 vs Go"
+        " | server CPU µs/round trip | client CPU |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
+        go = next((r for r in rows if r["pairs"] == row["pairs"] and r["server"] == "inbox-go"), None)
+        speed = f"{row['round_trips_per_s'] / go['round_trips_per_s']:.2f}x" if go else "-"
+        tail = f"{row['p99_ms'] / go['p99_ms']:.2f}x" if go else "-"
         lines.append(
-            f"| {row['pairs']} | {row['round_trips_per_s']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} "
-            f"| {row['max_ms']:.1f} | {row['cpu_us_per_round_trip']:.0f} |"
+            f"| {row['pairs']} | {row['server']} | {row['round_trips_per_s']:.0f} | {speed}"
+            f" | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {tail}"
+            f" | {row['cpu_us_per_round_trip']:.0f} | {row['client_cpu_share']:.0%} |"
         )
     markdown = "\n".join(lines) + (
-        f"\n\n{args.rounds} rounds x {args.duration:g} s, medians. A round trip is 2 POSTs and 2 long-poll"
-        " GETs; the client is this Python process (uvloop) on CPU 1."
+        f"\n\n{args.rounds} rounds x {args.duration:g} s per server, alternating, medians. A round trip"
+        " is 2 POSTs and 2 long-poll GETs; servers on CPU 0, the client (this Python process, uvloop)"
+        " on CPU 1; client CPU is its share of that core."
     )
     save("ping-pong", {"rows": rows, "runs": runs}, markdown)

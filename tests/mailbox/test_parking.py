@@ -7,6 +7,7 @@ import gc
 import warnings
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from inbox_asgi.mailbox.parking import CLOSED, LEFT, MAIL, SUPERSEDED, WAITING, ParkedReader
@@ -108,3 +109,36 @@ async def test_an_outside_cancellation_is_not_swallowed() -> None:
         await park(reader, 60)
         pytest.fail("the wait swallowed a cancellation that was not its own")
     assert outer.cancelled_caught
+
+
+async def test_a_client_gone_before_the_reader_parks_ends_the_wait_at_once() -> None:
+    closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    closed.set_result(None)
+    reader = ParkedReader()
+    with anyio.fail_after(1):
+        assert await park(reader, 60, lambda: closed) == LEFT
+    await anyio.lowlevel.checkpoint()  # a done-callback, had one been added, would run now
+    assert reader.reason == WAITING  # nothing woke it after the wait: the next one waits
+
+
+async def test_the_deadline_timer_goes_with_the_wait() -> None:
+    """A woken reader cancels its deadline's timer: no timer outlives a wait (one per parked reader)."""
+    loop = asyncio.get_running_loop()
+    closed: asyncio.Future[None] = loop.create_future()
+    reader = ParkedReader()
+    timers: list[asyncio.TimerHandle] = []
+    call_at = loop.call_at
+
+    def recording_call_at(*args: object, **kwargs: object) -> asyncio.TimerHandle:
+        timers.append(call_at(*args, **kwargs))  # type: ignore[arg-type]
+        return timers[-1]
+
+    loop.call_at = recording_call_at  # type: ignore[method-assign]
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(park, reader, 60, lambda: closed)
+            await anyio.wait_all_tasks_blocked()
+            reader.wake(MAIL)
+    finally:
+        del loop.call_at  # type: ignore[method-assign]
+    assert len(timers) == 1 and timers[0].cancelled()

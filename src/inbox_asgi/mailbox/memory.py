@@ -20,7 +20,7 @@ from inbox_asgi.mailbox.errors import (
     WrongPassword,
 )
 from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
-from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader
+from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader, loop_time
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.quotas import NetworkQuotas, Quota, message_size
 
@@ -146,7 +146,7 @@ class MemoryMailbox:
             inbox.reader = reader
             self._waiting += 1
             try:
-                with reader.parked(anyio.current_time() + wait, disconnected):
+                with reader.parked(loop_time() + wait, disconnected):
                     await reader.woken()
             except BaseException:  # cancelled: a message handed to it stays first, and counts
                 if inbox.handed_to is reader:

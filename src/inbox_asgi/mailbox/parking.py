@@ -1,26 +1,32 @@
-"""A parked long poll, the same in both backends: an anyio Event, a deadline, the client's disconnect.
+"""A parked long poll, the same in both backends: a wake-up, a deadline, the client's disconnect.
 
 A GET with nothing to read parks as a ParkedReader until one of these wakes
 it: a message may be there (MAIL), a newer GET took over (SUPERSEDED), its
 client left (LEFT), the mailbox shuts down (CLOSED), or its deadline passed.
-Whoever wakes it says why with `wake(reason)`, which sets the Event; the
-reader's task then acts on the strongest reason given (a weaker one arriving
-later never hides a stronger). A backend parks a reader with::
+Whoever wakes it says why with `wake(reason)`; the reader's task then acts on
+the strongest reason given (a weaker one arriving later never hides a
+stronger). A backend parks a reader with::
 
-    with reader.parked(deadline, disconnected):  # anyio.move_on_at(deadline) inside
-        await reader.woken()                     # the anyio Event's wait
+    with reader.parked(deadline, disconnected):  # deadline on the event loop's clock
+        await reader.woken()
     why = reader.woke()
 
-Tens of thousands of readers park at once, so one costs as little as it can:
-a slotted object, its Event and the cancel scope of its deadline. Watching the
-client adds no task: under inbox-asgi's own server the connection's
-closed-future wakes the reader through a done-callback; under other servers,
-which tell of a disconnect only through an awaitable (ASGI `receive`), the
-reader awaits that itself and `wake` cancels its scope as well as setting the
-Event (a second task racing the two cost +6 KiB per waiting reader under plain
-uvicorn). And the wait runs in the caller's frame, not in a coroutine of its
-own: a frame less per parked reader, which with the rest makes the difference
-between fitting 12 KiB per waiting reader or not.
+Two ways to wait, chosen by what `disconnected()` gives:
+
+- Under inbox-asgi's own server it gives the connection's closed-future. Then
+  the wait is one asyncio future, the deadline one `loop.call_at` timer and the
+  disconnect a done-callback: nothing else per parked reader, and a wake-up is
+  a `set_result`. This is the path every long poll takes in production; it
+  replaced an anyio Event plus an anyio cancel scope per wait, whose setup,
+  deadline and teardown cost more than the rest of a wake-up
+  (docs/performance.md, the ping-pong profile).
+- Under other servers, which tell of a disconnect only through an awaitable
+  (ASGI `receive`), the reader awaits that itself inside an anyio cancel scope
+  that `wake` cancels (racing it with the wake-up in a second task cost +6 KiB
+  per waiting reader under plain uvicorn).
+
+The wait runs in the caller's frame, not in a coroutine of its own: a frame
+less per parked reader, which with the rest keeps a waiting reader under 12 KiB.
 """
 
 from __future__ import annotations
@@ -28,65 +34,99 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections import deque
 from collections.abc import Awaitable
 from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from inbox_asgi.mailbox.interface import Disconnected
 
 #: Why a reader woke, weakest first. WAITING: not woken (its deadline passed).
 WAITING, MAIL, SUPERSEDED, LEFT, CLOSED = range(5)
 
-#: The context the disconnect callback runs in: it reads no context variable, and
-#: `add_done_callback` would otherwise copy the request's context for every reader.
+#: The context the callbacks run in: they read no context variable, and the loop
+#: would otherwise copy the request's context for every timer and done-callback.
 _NO_CONTEXT = contextvars.Context()
+
+
+def loop_time() -> float:
+    """The clock deadlines are on: the running event loop's (anyio's too, on asyncio)."""
+    return asyncio.get_running_loop().time()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    """The deadline's timer: end the wait without a reason (WAITING: the deadline passed)."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class ParkedReader:
     """One GET waiting for something to read; `wake` ends its wait at once."""
 
-    __slots__ = ("_closed", "_event", "_scope", "reason")
+    __slots__ = ("_closed", "_scope", "_timer", "_waiter", "reason")
 
     def __init__(self) -> None:
-        self._event = _lean(anyio.Event())
         #: While parked: what tells that the client left (a future, or an awaitable).
         self._closed: Awaitable[object] | None = None
+        #: While parked on a closed-future: the wait itself, and its deadline.
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        #: While parked on any other awaitable: the scope `wake` cancels.
         self._scope: anyio.CancelScope | None = None
         self.reason = WAITING
 
     def wake(self, reason: int) -> None:
         if reason > self.reason:
             self.reason = reason
-        self._event.set()
-        if self._scope is not None and not isinstance(self._closed, asyncio.Future):
+        waiter = self._waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self._scope is not None:
             self._scope.cancel()  # parked on the client's disconnect itself: see woken()
+        # Not parked: `reason` is kept, and the next wait returns at once.
 
     def parked(self, deadline: float, disconnected: Disconnected) -> ParkedReader:
-        """Arm a wait until `deadline` (anyio's clock) or until the client leaves."""
-        self._closed = disconnected()
-        self._scope = anyio.move_on_at(deadline)
+        """Arm a wait until `deadline` (see `loop_time`) or until the client leaves."""
+        closed = self._closed = disconnected()
+        if isinstance(closed, asyncio.Future):
+            loop = closed.get_loop()
+            waiter = self._waiter = loop.create_future()
+            if self.reason != WAITING or closed.done():
+                waiter.set_result(None)  # woken before it parked, or the client already left
+            else:
+                self._timer = loop.call_at(deadline, _release, waiter, context=_NO_CONTEXT)
+        else:
+            self._scope = anyio.move_on_at(deadline)
         return self
 
     def __enter__(self) -> None:
-        if isinstance(self._closed, asyncio.Future):
-            # inbox-asgi's server: the connection's closed-future wakes the reader. The
-            # reader itself is the callback (see __call__): a bound method would be one
-            # more object per parked reader.
-            self._closed.add_done_callback(self, context=_NO_CONTEXT)
+        closed = self._closed
+        if isinstance(closed, asyncio.Future):
+            # The reader itself is the callback (see __call__): a bound method would
+            # be one more object per parked reader. (A closed-future already done was
+            # seen in parked(): its callback would only run after this wait.)
+            if not closed.done():
+                closed.add_done_callback(self, context=_NO_CONTEXT)
+            return
         assert self._scope is not None, "parked() first"
         self._scope.__enter__()
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> bool:
-        closed, scope = self._closed, self._scope
-        self._closed = self._scope = None
+        closed, scope, timer = self._closed, self._scope, self._timer
+        self._closed = self._scope = self._timer = self._waiter = None
         if isinstance(closed, asyncio.Future):
             closed.remove_done_callback(self)
-        elif kind is None and self.reason == WAITING:
+            if closed.done() and kind is None and self.reason == WAITING:
+                self.reason = LEFT  # it had left before the reader parked
+            if timer is not None:
+                timer.cancel()
+            return False  # an outside cancellation goes on; the deadline raised nothing
+        if kind is None and self.reason == WAITING:
             self.reason = LEFT  # it awaited the disconnect itself, and that came
         elif inspect.iscoroutine(closed):
             closed.close()  # never awaited if the caller did not get to wait
@@ -94,40 +134,19 @@ class ParkedReader:
         return bool(scope.__exit__(kind, error, trace))  # True: its deadline passed
 
     def woken(self) -> Awaitable[object]:
-        """The wait itself: the Event's, or under other servers the client's disconnect.
-
-        Other servers tell of a disconnect only through an awaitable (ASGI
-        `receive`). Rather than race it with the Event in a second task (measured:
-        +6 KiB per waiting reader under plain uvicorn), the reader awaits it
-        itself, and `wake` then also cancels the reader's scope.
-        """
+        """The wait itself: the future, or under other servers the client's disconnect."""
+        if self._waiter is not None:
+            return self._waiter
         closed = self._closed
-        if closed is None or isinstance(closed, asyncio.Future) or self.reason != WAITING:
-            return self._event.wait()
+        if closed is None or self.reason != WAITING:
+            return anyio.lowlevel.checkpoint()  # woken before it parked: no wait
         return closed
 
     def woke(self) -> int:
         """Why the last wait ended (WAITING: its deadline passed); re-armed for another wait."""
         reason, self.reason = self.reason, WAITING
-        if self._event.is_set():
-            self._event = _lean(anyio.Event())  # an anyio.Event cannot be cleared
         return reason
 
     def __call__(self, closed: asyncio.Future[Any]) -> None:
         """The client's connection closed (the done-callback of its closed-future)."""
         self.wake(LEFT)
-
-
-def _lean(event: anyio.Event) -> anyio.Event:
-    """Keep the waiters of the Event's asyncio.Event in a list rather than a deque.
-
-    An empty deque costs ~600 bytes, more than the rest of a parked reader's
-    Event; asyncio.Event only appends, removes and iterates its waiters, which a
-    list does as well (and one task waits at a time). If anyio or asyncio ever
-    change shape, this does nothing (see also server.protocol._lean).
-    """
-    inner = getattr(event, "_event", None)
-    waiters = getattr(inner, "_waiters", None)
-    if type(waiters) is deque and not waiters:
-        inner._waiters = []  # type: ignore[union-attr]
-    return event
