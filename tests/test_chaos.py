@@ -1,5 +1,6 @@
 """No loss, exactly once, under chaos: readers that abort or get superseded, full inboxes,
-and (with Redis) a server restart in the middle. Every message answered 200 must arrive once.
+and (with Redis) a server restart in the middle, or (with a Redis Cluster) a node stopped and
+restarted. Every message answered 200 must arrive once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 import anyio
 import pytest
 
-from .redis_support import RedisServer, until
+from .redis_support import RedisCluster, RedisServer, own_cluster, until
 from .support import RawConnection, RawResponse, ServerProcess, basic
+
+__all__ = ["own_cluster"]
 
 pytestmark = pytest.mark.anyio
 
@@ -49,9 +52,14 @@ async def connect(cluster: Cluster, rng: random.Random) -> RawConnection:
 
 
 async def run_chaos(
-    cluster: Cluster, during: Callable[[Counter[str]], Coroutine[Any, Any, None]] | None = None
+    cluster: Cluster,
+    during: Callable[[Counter[str]], Coroutine[Any, Any, None]] | None = None,
+    outage: bool = False,
 ) -> dict[str, int]:
-    """Run the traffic; `during`, given the live counts, runs alongside (e.g. a restart)."""
+    """Run the traffic; `during`, given the live counts, runs alongside (e.g. a restart).
+
+    With `outage`, a GET may be answered 503 (its inbox's store is down): the reader retries.
+    """
     accepted: Counter[tuple[int, int]] = Counter()
     delivered: Counter[tuple[int, int]] = Counter()
     order_ok = True
@@ -66,6 +74,8 @@ async def run_chaos(
             order_ok &= not seen or int(n) > seen[-1]
             seen.append(int(n))
             counts["delivered"] += 1
+        elif outage and response.status == 503:
+            counts["unavailable 503"] += 1
         else:
             assert response.status == 204, response
 
@@ -109,7 +119,10 @@ async def run_chaos(
                     if broken is not None:
                         raise broken
                 else:
-                    record(i, await steady.request("GET", "/inbox", auth), seen)
+                    response = await steady.request("GET", "/inbox", auth)
+                    record(i, response, seen)
+                    if response.status == 503:
+                        await anyio.sleep(rng.uniform(0.005, 0.03))  # a client's back-off, not a sync
             except (asyncio.IncompleteReadError, ConnectionError):
                 counts["reconnects"] += 1  # its server went away: carry on with another
                 await steady.close()
@@ -196,3 +209,32 @@ async def test_redis_mode_survives_a_server_restart(
     counts = await run_chaos(cluster, during=restart_one)
     assert restarted.is_set()
     assert counts["accepted"] == PAIRS * MESSAGES
+
+
+async def test_cluster_mode_survives_a_node_stopped_and_restarted(
+    real_server: Callable[..., ServerProcess], own_cluster: RedisCluster
+) -> None:
+    """Two servers on different nodes; one node goes away mid-run (its data saved) and comes back."""
+    servers = [
+        real_server(*FLAGS, "-redis-url", f"redis://127.0.0.1:{node.port}/0", tls=False)
+        for node in own_cluster.nodes[:2]
+    ]
+    victim = own_cluster.nodes[2]
+    restarted = anyio.Event()
+
+    async def stop_a_node(counts: Counter[str]) -> None:
+        await until(lambda: counts["delivered"] >= PAIRS * MESSAGES // 3, within=30)
+        at_stop = counts["delivered"]
+        await anyio.to_thread.run_sync(lambda: victim.stop(save=True))
+        # Requests for the victim's slots get 503 while it is down (many times: a real outage).
+        await until(lambda: counts["refused 503"] + counts["unavailable 503"] >= 100, within=10)
+        counts["delivered while a node was down"] = counts["delivered"] - at_stop
+        await anyio.to_thread.run_sync(victim.start)
+        restarted.set()
+
+    counts = await run_chaos(Cluster(servers), during=stop_a_node, outage=True)
+    assert restarted.is_set()
+    assert counts["accepted"] == PAIRS * MESSAGES
+    assert counts["delivered while a node was down"] > 0  # the other nodes' inboxes went on
+    for server in servers:
+        assert "Traceback" not in server.log(), server.log()

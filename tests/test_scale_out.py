@@ -1,16 +1,20 @@
-"""Several real `inbox-asgi` processes (and workers) sharing one private Redis act as one server."""
+"""Several real `inbox-asgi` processes (and workers) sharing one private Redis, or a 3-node
+Redis Cluster (each process attached to a different node), act as one server."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import anyio
 import httpx
 import pytest
 
-from .redis_support import RedisServer, until
+from .redis_support import RedisCluster, RedisServer, own_cluster, redis_cluster, until
 from .support import ServerProcess, basic, run_cli
+
+__all__ = ["own_cluster", "redis_cluster"]
 
 pytestmark = pytest.mark.anyio
 
@@ -19,15 +23,35 @@ Start = Callable[..., ServerProcess]
 CLIENT_TIMEOUT = 60
 
 
-def pair(real_server: Start, redis: RedisServer, *flags: str) -> tuple[ServerProcess, ServerProcess]:
-    """Two processes on different ports, one Redis (emptied first).
+class Store(Protocol):
+    def flush(self) -> None: ...
+
+
+def urls(store: Store) -> tuple[str, str]:
+    """Where the two processes of a pair attach: the one Redis, or two different cluster nodes."""
+    if isinstance(store, RedisCluster):
+        return tuple(f"redis://127.0.0.1:{node.port}/0" for node in store.nodes[:2])  # type: ignore[return-value]
+    assert isinstance(store, RedisServer)
+    return store.url, store.url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """One Redis server, or the session's 3-node Redis Cluster."""
+    found: Store = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster")
+    return found
+
+
+def pair(real_server: Start, redis: Store, *flags: str) -> tuple[ServerProcess, ServerProcess]:
+    """Two processes on different ports, one Redis or two nodes of a cluster (emptied first).
 
     A long cleanup interval keeps the TTL refresh (which also re-checks waiting
     readers) from hiding a lost wake-up.
     """
     redis.flush()
-    shared = ("-redis-url", redis.url, "-long-polling-timeout", "10", "-cleanup-interval", "30", *flags)
-    return real_server(*shared), real_server(*shared)
+    shared = ("-long-polling-timeout", "10", "-cleanup-interval", "30", *flags)
+    first, second = urls(redis)
+    return real_server("-redis-url", first, *shared), real_server("-redis-url", second, *shared)
 
 
 def client(server: ServerProcess, **options: object) -> httpx.AsyncClient:
@@ -57,9 +81,9 @@ async def readers_are(http: httpx.AsyncClient, count: int) -> None:
 
 
 async def test_message_posted_via_one_process_reaches_a_reader_waiting_on_another(
-    real_server: Start, redis_server: RedisServer
+    real_server: Start, store: Store
 ) -> None:
-    a, b = pair(real_server, redis_server, "-metrics")
+    a, b = pair(real_server, store, "-metrics")
     async with client(a) as via_a, client(b) as via_b, anyio.create_task_group() as tasks:
         result: list[httpx.Response] = []
 
@@ -73,8 +97,8 @@ async def test_message_posted_via_one_process_reaches_a_reader_waiting_on_anothe
     assert (result[0].status_code, result[0].content, result[0].headers["x-from"]) == (200, b"offer", "s")
 
 
-async def test_newest_reader_wins_across_processes(real_server: Start, redis_server: RedisServer) -> None:
-    a, b = pair(real_server, redis_server, "-metrics")
+async def test_newest_reader_wins_across_processes(real_server: Start, store: Store) -> None:
+    a, b = pair(real_server, store, "-metrics")
     async with client(a) as via_a, client(b) as via_b, anyio.create_task_group() as tasks:
         results: dict[str, httpx.Response] = {}
 
@@ -92,11 +116,9 @@ async def test_newest_reader_wins_across_processes(real_server: Start, redis_ser
     assert (results["new"].status_code, results["new"].content) == (200, b"for the new one")
 
 
-async def test_passwords_capacity_and_expiry_are_shared(
-    real_server: Start, redis_server: RedisServer
-) -> None:
+async def test_passwords_capacity_and_expiry_are_shared(real_server: Start, store: Store) -> None:
     flags = ("-inbox-capacity", "2", "-inbox-timeout", "1", "-long-polling=false")
-    a, b = pair(real_server, redis_server, *flags)
+    a, b = pair(real_server, store, *flags)
     async with client(a) as via_a, client(b) as via_b:
         assert (await get(via_a, "r")).status_code == 204
         assert (await get(via_b, "r", "not the password")).status_code == 401
@@ -114,6 +136,17 @@ async def test_passwords_capacity_and_expiry_are_shared(
         await until(expired)
         assert (await post(via_a, "s", "r")).status_code == 404
         assert (await get(via_b, "r", "a new password")).status_code == 204
+
+
+async def test_max_inboxes_is_global_across_processes(real_server: Start, store: Store) -> None:
+    a, b = pair(real_server, store, "-max-inboxes", "3", "-long-polling=false")
+    async with client(a) as via_a, client(b) as via_b:
+        for user, http in (("u1", via_a), ("u2", via_b), ("u3", via_a)):
+            assert (await get(http, user)).status_code == 204
+        refused = await get(via_b, "u4")
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        assert (await get(via_a, "u4")).status_code == 503
+        assert (await get(via_b, "u1")).status_code == 204  # existing inboxes still open
 
 
 async def test_workers_share_one_state(real_server: Start, redis_server: RedisServer) -> None:

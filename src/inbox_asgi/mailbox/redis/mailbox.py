@@ -86,6 +86,7 @@ from inbox_asgi.mailbox.redis.scripts import (
     CLAIM,
     COUNT,
     ENTER,
+    HOLD_MS,
     LEAVE,
     REFRESH,
     REQUEUE,
@@ -95,7 +96,7 @@ from inbox_asgi.mailbox.redis.scripts import (
     TOUCH,
     Call,
 )
-from inbox_asgi.mailbox.redis.store import SOCKET_TIMEOUT, Store
+from inbox_asgi.mailbox.redis.store import SOCKET_TIMEOUT, Command, Store
 from inbox_asgi.mailbox.redis.subscriptions import Subscriptions
 
 logger = logging.getLogger("inbox_asgi.redis")
@@ -106,6 +107,8 @@ SALT_CACHE_SIZE = 65536
 KNOWN_SIZE = 65536
 #: Waiting readers refreshed per pipeline.
 REFRESH_BATCH = 500
+#: Seconds between attempts to settle holds on a node that is down.
+SETTLE_RETRY = 0.2
 #: Longest a GET without long polling waits behind a message held for an earlier
 #: GET (settled within milliseconds unless that GET's process died).
 HELD_WAIT = 1.0
@@ -169,7 +172,8 @@ class RedisMailbox:
         self._inboxes = 0
         self._last_outage_log = -1e9
         # Holds of delivered messages, settled in the background (see _settle_loop).
-        self._to_settle: list[Call] = []
+        #: (SETTLE call, monotonic time after which its hold has lapsed anyway)
+        self._to_settle: list[tuple[Call, float]] = []
         self._settle_due = anyio.Event()
         self._settling = False
 
@@ -292,7 +296,9 @@ class RedisMailbox:
 
     async def aclose(self) -> None:
         self.shutdown()
-        await self._flush_settles()  # deliveries of the last requests: not settled, they would come again
+        await self._flush_settles(
+            retry=False
+        )  # the last requests' deliveries: unsettled, they would come again
         await self.store.aclose()
 
     # -- reading -----------------------------------------------------------------
@@ -396,7 +402,7 @@ class RedisMailbox:
             return None
         message = decode_message(reply[2])
         if self._settling:
-            self._to_settle.append((SETTLE, keys, (token, b"keep")))
+            self._to_settle.append(((SETTLE, keys, (token, b"keep")), time.monotonic() + HOLD_MS / 1000))
             self._settle_due.set()
         else:  # run() is not running (not started, or stopping): settle before answering
             await self._settle(keys, token, b"keep")
@@ -473,27 +479,42 @@ class RedisMailbox:
             while True:
                 await self._settle_due.wait()
                 self._settle_due = anyio.Event()
-                await self._flush_settles()
+                if await self._flush_settles(retry=True):
+                    await anyio.sleep(SETTLE_RETRY)  # some node is down: try its settles again soon
+                    self._settle_due.set()
         finally:
             self._settling = False
 
-    async def _flush_settles(self) -> None:
-        while self._to_settle:
-            batch = self._to_settle[:REFRESH_BATCH]
-            del self._to_settle[:REFRESH_BATCH]
-            try:
-                with anyio.CancelScope(shield=True):
-                    results = await self._run(batch)
-            except StoreError:
-                logger.error(
-                    "could not settle %d delivered message(s): Redis unavailable; "
-                    "they are queued again (and delivered twice) when their holds lapse",
-                    len(batch),
-                )
-                continue
+    async def _flush_settles(self, retry: bool) -> bool:
+        """Run the pending settles; with `retry`, keep those whose node failed (True if any).
+
+        A settle is idempotent (it acts only on its own token's hold), so one
+        that failed is sent again until its hold would have lapsed anyway: a
+        node that comes back within HOLD_MS then does not deliver the message
+        a second time.
+        """
+        pending, self._to_settle = self._to_settle, []
+        failed: list[tuple[Call, float]] = []
+        for start in range(0, len(pending), REFRESH_BATCH):
+            batch = pending[start : start + REFRESH_BATCH]
+            with anyio.CancelScope(shield=True):
+                results = await self.store.execute([_command(call) for call, _ in batch])
+            failed += [
+                entry for entry, result in zip(batch, results, strict=True) if isinstance(result, Exception)
+            ]
             lapsed = results.count(0)
             if lapsed:
                 logger.warning("%d delivered message(s) had been queued again (held too long)", lapsed)
+        now = time.monotonic()
+        kept = [entry for entry in failed if retry and entry[1] > now]
+        if len(kept) < len(failed):
+            logger.error(
+                "could not settle %d delivered message(s): Redis unavailable; "
+                "they are queued again (and delivered twice) when their holds lapse",
+                len(failed) - len(kept),
+            )
+        self._to_settle[:0] = kept
+        return bool(kept)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -527,9 +548,7 @@ class RedisMailbox:
 
         Redis errors → BackendUnavailable (503); Redis out of memory → StoreFull (503).
         """
-        results = await self.store.execute(
-            [(keys[0], (b"EVALSHA", script.sha, len(keys), *keys, *args)) for script, keys, args in calls]
-        )
+        results = await self.store.execute([_command(call) for call in calls])
         for result in results:
             if isinstance(result, Exception):
                 await self._failed(result)
@@ -548,6 +567,11 @@ class RedisMailbox:
         if now - self._last_outage_log > 10:
             self._last_outage_log = now
             logger.warning("%s", text)
+
+
+def _command(call: Call) -> Command:
+    script, keys, args = call
+    return keys[0], (b"EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 def _out_of_memory(error: BaseException) -> bool:
