@@ -74,6 +74,8 @@ class Server:
     def __init__(self, name: str, argv: Sequence[str], port: int, ready_path: str = "/healthz") -> None:
         self.name = name
         self.port = port
+        #: Processes the server relies on whose CPU counts as its own (e.g. redis-server).
+        self.companions: list[int] = []
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115
         env = {k: v for k, v in os.environ.items() if not k.startswith("INBOX_")}
         env["PYTHONPATH"] = str(BENCH)
@@ -115,9 +117,10 @@ class Server:
                 found += [int(child) for child in children.read_text().split()]
         return found
 
-    def cpu_seconds(self) -> float:
+    def cpu_seconds(self, pids: Sequence[int] | None = None) -> float:
+        """CPU time of the server's processes and its companions (or of `pids`)."""
         total = 0
-        for pid in self.pids():
+        for pid in [*self.pids(), *self.companions] if pids is None else pids:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime + stime
         return total / os.sysconf("SC_CLK_TCK")
@@ -197,9 +200,12 @@ def loaded_run(
     server: Server, requests_file: str, group: int, connections: int, seconds: float
 ) -> dict[str, Any]:
     """One wrk run, with the server's CPU time per request."""
-    cpu = server.cpu_seconds()
+    cpu, companions = server.cpu_seconds(), server.cpu_seconds(server.companions)
     result = wrk(server.port, requests_file, group, connections, seconds)
-    result["cpu_us_per_request"] = (server.cpu_seconds() - cpu) * 1e6 / max(result["requests"], 1)
+    requests = max(result["requests"], 1)
+    result["cpu_us_per_request"] = (server.cpu_seconds() - cpu) * 1e6 / requests
+    companions = server.cpu_seconds(server.companions) - companions
+    result["companion_cpu_us_per_request"] = companions * 1e6 / requests
     result["server"] = server.name
     result["connections"] = connections
     return result

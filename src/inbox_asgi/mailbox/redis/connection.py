@@ -23,6 +23,8 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 #: ZADD ... GT (index scores) and effect replication of scripts that read TIME.
 MIN_REDIS_VERSION = (6, 2)
+#: A Redis Cluster also needs sharded pub/sub (SPUBLISH, SSUBSCRIBE) for wake-ups.
+MIN_CLUSTER_VERSION = (7, 0)
 
 logger = logging.getLogger("inbox_asgi.redis")
 
@@ -54,7 +56,8 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
             version = str(client.info("server").get("redis_version", "0"))
             memory = client.info("memory")
             nodes = [client]
-            if int(client.info("cluster").get("cluster_enabled", 0)):
+            cluster = bool(int(client.info("cluster").get("cluster_enabled", 0)))
+            if cluster:
                 nodes = _primaries(url, timeout)
             for node in nodes:
                 for script in SCRIPTS:
@@ -64,10 +67,11 @@ def check_connection(url: str, timeout: float = 3.0) -> None:
             f"-redis-url: cannot use Redis at {redact(url)}: {error}. "
             "Start Redis (or fix the URL), or run without -redis-url for the in-memory mode."
         ) from None
-    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < MIN_REDIS_VERSION:
+    needed = MIN_CLUSTER_VERSION if cluster else MIN_REDIS_VERSION
+    if tuple(int(part) for part in re.findall(r"\d+", version)[:2]) < needed:
         raise ConfigError(
             f"-redis-url: Redis {version} at {redact(url)} is too old: inbox-asgi needs Redis "
-            f"{'.'.join(map(str, MIN_REDIS_VERSION))} or later"
+            f"{'.'.join(map(str, needed))} or later{' for a Cluster' if cluster else ''}"
         )
     warn_about_memory(memory)
 
