@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="skip the run at the open-file limit")  # fmt: skip
     parser.add_argument("--senders", type=int, default=32, help="sender connections in `readers`")
     parser.add_argument("--inboxes", type=int, default=100_000, help="inboxes in `expiry`")
+    parser.add_argument("--redis", action="store_true", help="ping-pong: one more inbox-asgi, on Redis")
     parser.add_argument(
         "--go", metavar="BINARY", help="the Go original's binary, one more server in `pairs` and `ping-pong`"
     )

@@ -1,6 +1,7 @@
 """Instructions per request of a whole server process (uvicorn + app), counted by valgrind.
 
     .venv/bin/python bench/server_cost.py [--requests 4000]
+    .venv/bin/python bench/server_cost.py --ping-pong 10 inbox-asgi   # per long-poll round trip too
 
 On a shared 2-core machine req/s and even CPU time per request move by ±30 %
 from one run to the next with whatever else is running. The number of
@@ -24,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from client import Connection
-from harness import BENCH, VENV_BIN, free_port
+from client import Connection, build
+from harness import BENCH, JSON, VENV_BIN, free_port
 from scenarios.pairs import pairs_requests
 
 
@@ -58,7 +59,44 @@ async def replay(port: int, stream: list[bytes], count: int, connections: int = 
         connection.close()
 
 
-def measure(name: str, argv: list[str], port: int, requests: int) -> float:
+async def ping_pong(port: int, pairs: int, round_trips: int) -> None:
+    """`round_trips` long-poll round trips over `pairs` pairs (bench/scenarios/ping_pong.py's pattern).
+
+    Each peer parks a GET, the `a` side posts a ping, `b` answers it at once; every pair
+    does its share of round trips, then both sides stop.
+    """
+    each = round_trips // pairs
+
+    async def pair(index: int) -> None:
+        a, b = f"a{index}", f"b{index}"
+        readers = {me: await Connection.open(port) for me in (a, b)}
+        writers = {me: await Connection.open(port) for me in (a, b)}
+        polls = {me: build("GET", "/inbox", me) for me in (a, b)}
+        for me in (a, b):  # both inboxes exist before anything is sent
+            await writers[me].request(build("POST", f"/inbox?to={me}", me, b"", JSON))
+            await readers[me].request(polls[me])
+        pending = {me: readers[me].send(polls[me]) for me in (a, b)}
+
+        async def post(me: str, to: str) -> None:
+            response = await writers[me].request(build("POST", f"/inbox?to={to}", me, b"{}", JSON))
+            assert response.status == 200, response.status
+
+        for _ in range(each):
+            await post(a, b)
+            for me, other in ((b, a), (a, None)):
+                while (await pending[me]).status == 204:
+                    pending[me] = readers[me].send(polls[me])
+                pending[me] = readers[me].send(polls[me])
+                if other:
+                    await post(me, other)
+        for connection in (*readers.values(), *writers.values()):
+            connection.close()
+
+    await asyncio.gather(*(pair(i) for i in range(pairs)))
+
+
+def measure(name: str, argv: list[str], port: int, requests: int, pairs: int = 0) -> float:
+    """Instructions per pairs request, or with `pairs` per ping-pong round trip."""
     stream, create = pairs_requests()
     process = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={DUMPS.name}/callgrind.out.%p", *argv],
@@ -70,16 +108,22 @@ def measure(name: str, argv: list[str], port: int, requests: int) -> float:
         deadline = time.monotonic() + 120
         while True:
             try:
-                asyncio.run(replay(port, create, len(create)))
+                # Creates the inboxes (and waits for the server); its GETs would park with long polls on.
+                asyncio.run(ping_pong(port, pairs, pairs) if pairs else replay(port, create, len(create)))
                 break
             except OSError:
                 if time.monotonic() > deadline or process.poll() is not None:
                     print((Path(DUMPS.name) / "server.log").read_text()[-3000:])
                     raise
                 time.sleep(1)
-        asyncio.run(replay(port, stream, 2000))  # warm-up
-        before = callgrind_total(process.pid)
-        asyncio.run(replay(port, stream, requests))
+        if pairs:
+            asyncio.run(ping_pong(port, pairs, 500))  # warm-up
+            before = callgrind_total(process.pid)
+            asyncio.run(ping_pong(port, pairs, requests))
+        else:
+            asyncio.run(replay(port, stream, 2000))  # warm-up
+            before = callgrind_total(process.pid)
+            asyncio.run(replay(port, stream, requests))
         after = callgrind_total(process.pid)
     finally:
         process.terminate()
@@ -98,8 +142,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument(
+        "--ping-pong", type=int, default=0, metavar="PAIRS",
+        help="inbox-asgi also per long-poll round trip (--requests of them), against 4 pairs requests",
+    )  # fmt: skip
     parser.add_argument("servers", nargs="*", default=["inbox-asgi", "raw-asgi", "starlette"])
     args = parser.parse_args()
+    if args.ping_pong:
+        port = free_port()
+        argv = [str(VENV_BIN / "inbox-asgi"), "-https=false", "-bind", f"127.0.0.1:{port}", "-log-level",
+                "warning", "-long-polling-timeout", "300", "-max-inboxes-per-ip", "0"]  # fmt: skip
+        round_trip = measure("inbox-asgi", argv, port, args.requests, pairs=args.ping_pong)
+        print(f"  inbox-asgi: {round_trip:8.0f} instructions per ping-pong round trip", flush=True)
     results = {}
     for name in args.servers:
         port = free_port()
@@ -113,6 +167,8 @@ def main() -> None:
         print(f"{name:>12}: {results[name]:8.0f} instructions per request", flush=True)
     if "inbox-asgi" in results and "raw-asgi" in results:
         print(f"raw-asgi ÷ inbox-asgi: {results['raw-asgi'] / results['inbox-asgi']:.2f}")
+    if args.ping_pong and "inbox-asgi" in results:
+        print(f"round trip ÷ 4 pairs requests: {round_trip / (4 * results['inbox-asgi']):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,27 @@
 """3. ping-pong: peer pairs answering each other at once through long polls.
 
 A round trip is 2 POSTs and 2 long-poll GETs; the client is this Python process (uvloop) on
-CPU 1. inbox-asgi and, with --go, the Go original run side by side and are loaded in turn
-(A B, B A, ...) for every pair count; the table gives medians, ratios to Go from the same run,
-and the client's own CPU share, so a client-bound figure shows as one.
+CPU 1. inbox-asgi and, with --go, the Go original (and with --redis, inbox-asgi on a Redis of
+its own, whose wake-ups go through pub/sub; its CPU counts redis-server's) run side by side and
+are loaded in turn (A B C, B C A, ...) for every pair count; the table gives medians, ratios to
+Go from the same run, and the client's own CPU share, so a client-bound figure shows as one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from client import Connection, build
-from harness import JSON, Server, go_server, inbox_server, percentile, pin_client, run_loop, save
+from harness import JSON, Server, free_port, go_server, inbox_server, percentile, pin_client, run_loop, save
+
+from scenarios.redis import answers, start_redis, wait_for, with_redis
 
 
 async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
@@ -94,6 +100,19 @@ def measure(server: Server, pairs: int, seconds: float) -> dict[str, Any]:
 FIGURES = ("round_trips_per_s", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_round_trip", "client_cpu_share")
 
 
+def redis_server() -> Server:
+    """inbox-asgi on a redis-server of its own (a companion: its CPU counts as the server's)."""
+    if shutil.which("redis-server") is None:
+        raise SystemExit("--redis needs redis-server (apt-get install redis-server)")
+    port = free_port()
+    process = start_redis(Path(tempfile.mkdtemp(prefix="bench-ping-pong-redis-")), port)
+    wait_for(lambda: answers(port, "ping").strip() == "PONG", "redis-server")
+    flags = ("-long-polling-timeout", "30", "-redis-url", f"redis://127.0.0.1:{port}")
+    server = with_redis(inbox_server(*flags, name="on-redis"), [process])
+    server.redis = [process]  # type: ignore[attr-defined]
+    return server
+
+
 def run(args: argparse.Namespace) -> None:
     pin_client()
     runs: list[dict[str, Any]] = []
@@ -102,6 +121,8 @@ def run(args: argparse.Namespace) -> None:
         servers = [inbox_server("-long-polling-timeout", "30")]
         if args.go:
             servers.append(go_server(args.go))
+        if args.redis:
+            servers.append(redis_server())
         try:
             for number in range(args.rounds):
                 order = servers[number % len(servers):] + servers[: number % len(servers)]
@@ -120,6 +141,9 @@ def run(args: argparse.Namespace) -> None:
         finally:
             for server in servers:
                 server.stop()
+                for process in getattr(server, "redis", ()):
+                    process.terminate()
+                    process.wait()
         for server in servers:
             mine = [run for run in runs if run["pairs"] == pairs and run["server"] == server.name]
             rows.append(

@@ -210,7 +210,11 @@ class Settings:
     trust_proxy: bool = _option(
         "false", parse_bool, "take the client IP from the last X-Forwarded-For entry", flag=True
     )
-    redis_url: str | None = _option("", _optional_str, "redis://… to share state between workers and hosts")
+    redis_url: str | None = _option(
+        "",
+        _optional_str,
+        "redis://… or rediss://… (any node of a Redis Cluster too) to share state between workers and hosts",
+    )
     workers: int = _option("1", _positive(int), "uvicorn worker processes (needs --redis-url beyond 1)")
     log_level: str = _option("info", _log_level, "critical, error, warning, info, debug or trace")
     self_signed: bool = _option(

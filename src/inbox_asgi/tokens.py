@@ -14,10 +14,12 @@ Also what the TURN REST API credentials (`/ice-servers`, SPEC section 8) are mad
 from __future__ import annotations
 
 import base64
+import binascii
+import hashlib
 import hmac
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["TokenVerifier", "issue", "parse_secrets", "sign", "turn_credential"]
 
@@ -25,6 +27,24 @@ __all__ = ["TokenVerifier", "issue", "parse_secrets", "sign", "turn_credential"]
 _MAX_EXPIRY_DIGITS = 12
 #: Unpadded base64url of a 32-byte digest.
 _SIGNATURE_LENGTH = 43
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _signature(keyed: hmac.HMAC, message: bytes) -> bytes:
+    """Unpadded base64url HMAC-SHA256 of `message` under an HMAC already keyed.
+
+    Copying a keyed HMAC costs ~1.2 µs against ~2 µs for `hmac.digest` (OpenSSL 3
+    looks the algorithm up on every call), and encoding with binascii ~1 µs less
+    than urlsafe_b64encode: every request is checked when tokens are on.
+    """
+    mac = keyed.copy()
+    mac.update(message)
+    encoded = binascii.b2a_base64(mac.digest(), newline=False)
+    return encoded[:_SIGNATURE_LENGTH].translate(_URLSAFE)
+
+
+def _keyed(secret: str) -> hmac.HMAC:
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
 def parse_secrets(raw: str) -> tuple[str, ...]:
@@ -34,8 +54,7 @@ def parse_secrets(raw: str) -> tuple[str, ...]:
 
 def sign(secret: str, expiry: int | str, username: str) -> str:
     """SIG for `EXPIRY:U`: unpadded base64url of HMAC-SHA256 (over EXPIRY exactly as written)."""
-    digest = hmac.digest(secret.encode(), f"{expiry}:{username}".encode(), "sha256")
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return _signature(_keyed(secret), f"{expiry}:{username}".encode()).decode()
 
 
 def issue(secret: str, username: str, ttl: float, *, now: float | None = None) -> str:
@@ -61,6 +80,10 @@ class TokenVerifier:
     """Checks tokens against every configured secret (rotation: all verify)."""
 
     secrets: Sequence[str]
+    _keys: tuple[hmac.HMAC, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keys", tuple(map(_keyed, self.secrets)))
 
     def valid(self, username: str, token: str, now: float) -> bool:
         """True if `token` is an unexpired token for `username` under any secret."""
@@ -76,8 +99,9 @@ class TokenVerifier:
         ):
             return False
         given = signature.encode()
+        message = f"{expiry_text}:{username}".encode()
         # Every secret is tried even after a match: the time taken says nothing about which one matched.
         matched = False
-        for secret in self.secrets:
-            matched |= hmac.compare_digest(given, sign(secret, expiry_text, username).encode())
+        for key in self._keys:
+            matched |= hmac.compare_digest(given, _signature(key, message))
         return matched
