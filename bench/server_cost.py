@@ -89,6 +89,8 @@ async def ping_pong(port: int, pairs: int, round_trips: int) -> None:
                 pending[me] = readers[me].send(polls[me])
                 if other:
                     await post(me, other)
+        for future in pending.values():
+            future.cancel()  # the last polls: answered by nobody, closed with their connections
         for connection in (*readers.values(), *writers.values()):
             connection.close()
 
