@@ -15,7 +15,11 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from inbox_asgi.app import create_app
+from inbox_asgi.config import Settings
 from inbox_asgi.tokens import issue
 
 from .redis_support import RedisServer
@@ -192,3 +196,25 @@ def test_bad_configuration_stops_start_up_without_echoing_secrets(
     assert result.returncode == 2
     assert message in result.stderr
     assert "shh-its-a-secret" not in result.stderr
+
+
+@given(position=st.integers(min_value=0), replacement=st.characters(codec="utf-8", exclude_characters="\r\n"))
+@settings(max_examples=150, deadline=None)
+def test_random_tampering_of_a_valid_token_is_always_401(position: int, replacement: str) -> None:
+    """In-process through the whole app: one changed character anywhere, never a way in."""
+    valid = issue(SECRET, "bob", 600)
+    index = position % len(valid)
+    tampered = valid[:index] + replacement + valid[index + 1 :]
+    if tampered == valid:
+        return
+
+    async def check() -> None:
+        transport = httpx.ASGITransport(app=TAMPERING_APP)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            assert (await http.get("/inbox", headers=basic("bob", tampered))).status_code == 401
+            assert (await http.get("/inbox", headers=basic("bob", valid))).status_code == 204
+
+    anyio.run(check)
+
+
+TAMPERING_APP = create_app(Settings(auth_secret=SECRET, long_polling=False))
