@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from inbox_asgi.config import Settings
@@ -30,6 +30,7 @@ from inbox_asgi.http.middleware.metrics import Metrics
 from inbox_asgi.http.middleware.ratelimit import RateLimit, TokenBuckets
 from inbox_asgi.http.openapi import openapi_endpoint
 from inbox_asgi.http.static import PublicFiles, public_directory
+from inbox_asgi.http.websocket import InboxSocketEndpoint
 from inbox_asgi.mailbox.interface import Mailbox
 from inbox_asgi.mailbox.memory import MemoryMailbox
 
@@ -100,8 +101,9 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
         settings.stun_urls, settings.turn_urls, turn_secrets[0] if turn_secrets else None, settings.turn_ttl
     )
     ice: ASGIApp = IceServersEndpoint(ice_servers, mailbox, authenticator, trust_proxy=settings.trust_proxy)
+    buckets = None
     if settings.rate_limit:
-        # One budget per client across both: /ice-servers claims names and signs credentials too.
+        # One budget per client across all three: /ice-servers claims names and signs credentials too.
         buckets = TokenBuckets(settings.rate_limit, settings.rate_burst)
         inbox = RateLimit(inbox, buckets, trust_proxy=settings.trust_proxy)
         ice = RateLimit(ice, buckets, trust_proxy=settings.trust_proxy)
@@ -109,8 +111,19 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
+    # The push transport (SPEC section 9); it refuses with 1011 on a backend without sockets (Redis, so far).
+    sockets = InboxSocketEndpoint(
+        mailbox,
+        authenticator=authenticator,
+        max_body_size=settings.max_body_size,
+        auth_timeout=settings.header_timeout,
+        trust_proxy=settings.trust_proxy,
+        buckets=buckets,
+        origins=settings.cors,
+    )
     routes: list[BaseRoute] = [
         Route("/inbox", inbox),
+        WebSocketRoute("/inbox/ws", sockets),
         Route("/ice-servers", ice),
         Route("/healthz", healthz, methods=["GET"]),
     ]

@@ -7,8 +7,8 @@ where inboxes live.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from inbox_asgi.mailbox.credentials import Credentials
 
@@ -28,6 +28,10 @@ class Message:
     sender: str
     body: bytes
     content_type: bytes | None = None
+    #: Given by the mailbox when it accepts the message: increasing in each inbox in
+    #: order of acceptance, and kept if the message goes back to be delivered again,
+    #: so a socket client can drop what it has already seen. 0 until accepted.
+    id: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,49 @@ class MailboxStats:
     expired_inboxes: int = 0
     #: What queued messages count against -max-queued-bytes (0 where Redis holds them).
     queued_bytes: int = 0
+
+
+#: The least a socket may hold unacknowledged (SPEC section 9 promises at least 16).
+SOCKET_WINDOW = 32
+
+
+class ReaderEnded(Exception):
+    """The socket no longer reads its inbox; what it held unacknowledged is back in the queue."""
+
+
+class Superseded(ReaderEnded):
+    """A newer GET or socket for the same inbox took over (one reader at a time)."""
+
+
+class ShuttingDown(ReaderEnded):
+    """The mailbox shut down."""
+
+
+class InboxSocket(Protocol):
+    """An open WebSocket as its inbox's reader, for as long as it is open.
+
+    It reads like a long poll that never ends: `take` waits for messages as a
+    GET would, but keeps what it hands out until `ack`; `close` puts back, at
+    the front and in order, every message taken and not acknowledged. A newer
+    reader of the inbox ends it (Superseded), and so does shutdown (ShuttingDown);
+    either way its unacknowledged messages are back in the queue at once. While
+    it is open its inbox does not expire.
+    """
+
+    #: Changes whenever the inbox is created anew: ids are only comparable within one.
+    generation: int
+
+    async def take(self) -> list[Message]:
+        """The next messages in order, as many as the window has room for; waits for one.
+
+        Raises ReaderEnded once the socket no longer reads the inbox.
+        """
+
+    async def ack(self, upto: int) -> None:
+        """Every message taken with an id up to `upto` is delivered: it will not come back."""
+
+    async def close(self) -> None:
+        """Stop reading: what was taken and not acknowledged goes back to the front."""
 
 
 class Mailbox(Protocol):
@@ -77,3 +124,15 @@ class Mailbox(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; called after shutdown."""
+
+
+@runtime_checkable
+class SocketMailbox(Mailbox, Protocol):
+    """A backend that can also hand an inbox to a WebSocket (the in-memory one, so far)."""
+
+    async def attach(self, credentials: Credentials, *, window: int = SOCKET_WINDOW) -> InboxSocket:
+        """Open (or create) the caller's inbox with an open socket as its reader.
+
+        The newest reader wins: a GET waiting on the inbox is answered, an
+        older socket ends with Superseded. Raises what `open` raises.
+        """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import sys
 import time
 from collections import OrderedDict
@@ -19,7 +21,17 @@ from inbox_asgi.mailbox.errors import (
     TooManyInboxesFromClient,
     WrongPassword,
 )
-from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
+from inbox_asgi.mailbox.interface import (
+    SOCKET_WINDOW,
+    Disconnected,
+    Gone,
+    MailboxStats,
+    Message,
+    ReaderEnded,
+    ShuttingDown,
+    Superseded,
+    never_gone,
+)
 from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader, loop_time
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.quotas import NetworkQuotas, Quota, message_size
@@ -35,9 +47,12 @@ SHRINK_MAX_COPY = 20_000
 #: on): one shared empty tuple rather than an empty list (56 bytes) per inbox.
 NO_MESSAGES: tuple[()] = ()
 
+#: How long a socket's wait lasts before it re-arms (only a bound on one timer).
+SOCKET_PARK = 3600.0
+
 
 class Inbox:
-    __slots__ = ("handed_to", "password", "queue", "quota", "reader", "touched")
+    __slots__ = ("generation", "handed_to", "password", "queue", "quota", "reader", "socket", "touched")
 
     def __init__(self, password: PasswordDigest, now: float, quota: Quota | None) -> None:
         self.password = password
@@ -53,6 +68,10 @@ class Inbox:
         #: parks only on an empty queue.)
         self.handed_to: ParkedReader | None = None
         self.touched = now
+        #: The open WebSocket reading it, if any: its reader until it closes.
+        self.socket: MemorySocket | None = None
+        #: Drawn when a socket first opens it (0 until then), so a GET-only inbox pays no int.
+        self.generation = 0
 
 
 class MemoryMailbox:
@@ -96,6 +115,8 @@ class MemoryMailbox:
         self._expired = 0
         self._high_water = 0
         self._closed = False
+        #: The id of the last message accepted: ids increase in every inbox.
+        self._last_id = 0
 
     # -- the Mailbox interface -------------------------------------------------
 
@@ -113,6 +134,7 @@ class MemoryMailbox:
                 raise InboxFull
             if self._queued_bytes + size > self.max_queued_bytes:
                 raise StoreFull
+        message.id = self._last_id = self._last_id + 1
         # For a waiting reader the message only passes through the queue: the
         # reader takes it from there, and only if its client is still connected.
         if inbox.queue:
@@ -139,6 +161,8 @@ class MemoryMailbox:
         inbox = self._open(credentials, now)
         inbox.touched = now  # a read starting counts as a read
         self._inboxes.move_to_end(name)
+        if inbox.socket is not None:
+            inbox.socket.end(Superseded)  # newest reader wins; its messages are back in front
         if not inbox.queue and wait > 0 and not self._closed:
             reader = ParkedReader()
             if inbox.reader is not None:
@@ -191,6 +215,30 @@ class MemoryMailbox:
                 inbox.handed_to = reader
                 reader.wake(MAIL)
 
+    async def attach(self, credentials: Credentials, *, window: int = SOCKET_WINDOW) -> MemorySocket:
+        name = credentials.username
+        now = self.clock()
+        inbox = self._open(credentials, now)
+        inbox.touched = now
+        self._inboxes.move_to_end(name)
+        # The newest reader wins: an older socket ends, a waiting GET is answered, and a
+        # GET woken but not yet served finds its message no longer handed to it.
+        if inbox.socket is not None:
+            inbox.socket.end(Superseded)
+        if inbox.reader is not None:
+            inbox.reader.wake(SUPERSEDED)
+            inbox.reader = None
+        inbox.handed_to = None
+        if not inbox.generation:
+            # Random, not counted: an inbox created anew after a restart must not
+            # repeat the generation (and ids) a client saw before it.
+            inbox.generation = secrets.randbits(52) | 1
+        socket = inbox.socket = MemorySocket(self, name, inbox, window)
+        self._waiting += 1
+        if self._closed:
+            socket.end(ShuttingDown)
+        return socket
+
     async def run(self) -> None:
         while True:
             await anyio.sleep(self.cleanup_interval)
@@ -211,9 +259,12 @@ class MemoryMailbox:
 
     def shutdown(self) -> None:
         self._closed = True
-        for inbox in self._inboxes.values():  # once, at the end: a pass over all is fine
+        # Once, at the end: a pass over all is fine (over a copy: a socket ending counts as a read).
+        for inbox in tuple(self._inboxes.values()):
             if inbox.reader is not None:
                 inbox.reader.wake(CLOSED)
+            if inbox.socket is not None:
+                inbox.socket.end(ShuttingDown)
 
     async def stats(self) -> MailboxStats:
         return MailboxStats(
@@ -235,7 +286,7 @@ class MemoryMailbox:
             name, inbox = next(iter(inboxes.items()))
             if inbox.touched > cutoff:
                 break
-            if inbox.reader is not None or inbox.handed_to is not None:
+            if inbox.reader is not None or inbox.handed_to is not None or inbox.socket is not None:
                 # Being read right now (or a woken reader about to take its message)
                 # counts as a read: it goes to the back.
                 inbox.touched = now
@@ -254,6 +305,7 @@ class MemoryMailbox:
             and inbox.reader is None
             and inbox.handed_to is None
             and inbox.touched <= now - self.inbox_timeout
+            and inbox.socket is None
         ):
             # Expired but not yet swept: behave exactly as if the sweep had run.
             del self._inboxes[name]
@@ -294,3 +346,108 @@ class MemoryMailbox:
         if self._inboxes.get(name) is inbox:
             inbox.touched = self.clock()
             self._inboxes.move_to_end(name)
+
+
+class MemorySocket:
+    """An open WebSocket as the reader of one in-memory inbox (see `interface.InboxSocket`).
+
+    It waits for mail the way a GET does, as the inbox's ParkedReader, so
+    `send` hands it messages on the long poll's own path; only its window is
+    its own. With the window full it is not the inbox's waiting reader, so
+    further messages queue against capacity as for any reader that is busy.
+    """
+
+    __slots__ = (
+        "_ended",
+        "_left",
+        "_mailbox",
+        "_parked",
+        "generation",
+        "in_flight",
+        "inbox",
+        "name",
+        "window",
+    )
+
+    def __init__(self, mailbox: MemoryMailbox, name: str, inbox: Inbox, window: int) -> None:
+        self._mailbox = mailbox
+        self.name = name
+        self.inbox = inbox
+        self.generation = inbox.generation
+        self.window = window
+        #: Taken, in order, and not acknowledged.
+        self.in_flight: list[Message] = []
+        self._parked = ParkedReader()
+        #: Why it stopped reading, once it has.
+        self._ended: type[ReaderEnded] | None = None
+        #: What the parked wait watches for its client leaving: the endpoint cancels
+        #: the wait instead, so this never completes.
+        self._left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def take(self) -> list[Message]:
+        mailbox, inbox, parked = self._mailbox, self.inbox, self._parked
+        while self._ended is None:
+            room = self.window - len(self.in_flight)
+            queue = inbox.queue
+            if room > 0 and queue:
+                inbox.handed_to = None  # whoever reads now has the handed message in front
+                batch = queue[:room]
+                if len(batch) == len(queue):
+                    inbox.queue = NO_MESSAGES
+                else:
+                    del queue[:room]  # not empty: a list
+                mailbox._queued -= len(batch)
+                mailbox._queued_bytes -= sum(map(message_size, batch))
+                self.in_flight += batch
+                return list(batch)
+            if room > 0:
+                inbox.reader = parked  # `send` and `requeue` wake it as they wake a GET
+            try:
+                with parked.parked(loop_time() + SOCKET_PARK, self._closed_future):
+                    await parked.woken()
+            finally:
+                if inbox.reader is parked:
+                    inbox.reader = None
+            parked.woke()  # mail, an ack, or an end: the loop looks again
+        raise self._ended
+
+    async def ack(self, upto: int) -> None:
+        in_flight = self.in_flight
+        done = 0
+        for message in in_flight:
+            if message.id > upto:
+                break
+            done += 1
+        if done:
+            was_full = len(in_flight) >= self.window
+            del in_flight[:done]
+            if was_full:
+                self._parked.wake(MAIL)  # room again: take() looks at the queue
+
+    async def close(self) -> None:
+        self.end(ReaderEnded)
+
+    def end(self, why: type[ReaderEnded]) -> None:
+        """Stop reading the inbox now: what is unacknowledged goes back to the front, in order."""
+        if self._ended is not None:
+            return
+        self._ended = why
+        mailbox, inbox, parked = self._mailbox, self.inbox, self._parked
+        mailbox._waiting -= 1
+        if inbox.socket is self:
+            inbox.socket = None
+        if inbox.reader is parked:
+            inbox.reader = None
+        if inbox.handed_to is parked:
+            inbox.handed_to = None  # a message handed to it stays first, and counts again
+        in_flight, self.in_flight = self.in_flight, []
+        if in_flight and mailbox._inboxes.get(self.name) is inbox:
+            # Over any limit: a message accepted is never lost.
+            inbox.queue = [*in_flight, *inbox.queue]
+            mailbox._queued += len(in_flight)
+            mailbox._queued_bytes += sum(map(message_size, in_flight))
+        mailbox._touch(self.name, inbox)  # a reader leaving counts as a read
+        parked.wake(CLOSED)
+
+    def _closed_future(self) -> asyncio.Future[None]:
+        return self._left

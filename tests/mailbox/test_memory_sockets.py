@@ -1,0 +1,262 @@
+"""An open WebSocket as its in-memory inbox's reader: ids, generations, window, acks, put-back."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from inbox_asgi.mailbox.credentials import Credentials
+from inbox_asgi.mailbox.errors import InboxFull, WrongPassword
+from inbox_asgi.mailbox.interface import Message, ReaderEnded, ShuttingDown, SocketMailbox, Superseded
+from inbox_asgi.mailbox.memory import MemoryMailbox, MemorySocket
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: Clock | None = None, **overrides: int) -> MemoryMailbox:
+    options = {"inbox_timeout": 60, "inbox_capacity": 5, "max_inboxes": 1000, **overrides}
+    return MemoryMailbox(clock=clock or Clock(), **options)
+
+
+def me(name: str, password: str = "pw") -> Credentials:
+    return Credentials(name, password)
+
+
+async def never() -> None:
+    await anyio.sleep_forever()
+
+
+async def post(box: MemoryMailbox, recipient: str, *bodies: bytes) -> None:
+    for body in bodies:
+        await box.send("s", recipient, Message("s", body))
+
+
+async def take(socket: MemorySocket) -> list[bytes]:
+    with anyio.fail_after(5):
+        return [message.body for message in await socket.take()]
+
+
+async def read_all(box: MemoryMailbox, name: str) -> list[Message]:
+    found = []
+    while (message := await box.receive(me(name), wait=0, disconnected=never)) is not None:
+        found.append(message)
+    return found
+
+
+async def test_the_memory_backend_serves_sockets() -> None:
+    assert isinstance(make(), SocketMailbox)
+
+
+async def test_ids_increase_in_order_of_acceptance_and_survive_a_requeue() -> None:
+    box = make()
+    await box.open(me("r"))
+    await post(box, "r", b"a", b"b")
+    first = await box.receive(me("r"), wait=0, disconnected=never)
+    assert first is not None
+    await box.requeue("r", first)
+    messages = await read_all(box, "r")
+    assert [m.body for m in messages] == [b"a", b"b"]
+    assert 0 < messages[0].id < messages[1].id
+    assert messages[0].id == first.id
+
+
+async def test_a_refused_message_takes_no_id() -> None:
+    box = make(inbox_capacity=1)
+    await box.open(me("r"))
+    await post(box, "r", b"kept")
+    with pytest.raises(InboxFull):
+        await post(box, "r", b"refused")
+    [kept] = await read_all(box, "r")
+    await post(box, "r", b"next")
+    [after] = await read_all(box, "r")
+    assert after.id == kept.id + 1
+
+
+async def test_generation_stays_while_the_inbox_lives_and_changes_when_it_is_created_anew() -> None:
+    clock = Clock()
+    box = make(clock)
+    socket = await box.attach(me("r"))
+    again = await box.attach(me("r"))
+    assert socket.generation == again.generation != 0
+    await again.close()
+    clock.now += 61
+    box.expire()
+    assert (await box.stats()).inboxes == 0
+    fresh = await box.attach(me("r", "another password"))
+    assert fresh.generation != socket.generation
+
+
+async def test_attach_checks_the_password() -> None:
+    box = make()
+    await box.open(me("r"))
+    with pytest.raises(WrongPassword):
+        await box.attach(me("r", "wrong"))
+
+
+async def test_take_hands_out_in_order_up_to_the_window_and_an_ack_makes_room() -> None:
+    box = make(inbox_capacity=10)
+    socket = await box.attach(me("r"), window=3)
+    await post(box, "r", *(b"%d" % i for i in range(5)))
+    batch = await socket.take()
+    assert [m.body for m in batch] == [b"0", b"1", b"2"]
+    assert (await box.stats()).queued_messages == 2
+    async with anyio.create_task_group() as tasks:
+        later: list[bytes] = []
+
+        async def next_batch() -> None:
+            later.extend(await take(socket))
+
+        tasks.start_soon(next_batch)
+        await anyio.wait_all_tasks_blocked()
+        assert later == []  # the window is full
+        await socket.ack(batch[1].id)  # acknowledges 0 and 1
+    assert later == [b"3", b"4"]
+    assert [m.body for m in socket.in_flight] == [b"2", b"3", b"4"]
+
+
+async def test_a_message_sent_to_a_waiting_socket_wakes_it_without_counting_against_capacity() -> None:
+    box = make(inbox_capacity=0)
+    socket = await box.attach(me("r"))
+    async with anyio.create_task_group() as tasks:
+        got: list[bytes] = []
+
+        async def wait() -> None:
+            got.extend(await take(socket))
+
+        tasks.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        assert (await box.stats()).waiting_readers == 1
+        await post(box, "r", b"handed")
+    assert got == [b"handed"]
+
+
+async def test_with_the_window_full_messages_queue_against_capacity() -> None:
+    box = make(inbox_capacity=1)
+    socket = await box.attach(me("r"), window=1)
+    await post(box, "r", b"in flight")
+    await take(socket)
+    await post(box, "r", b"queued")
+    with pytest.raises(InboxFull):
+        await post(box, "r", b"over capacity")
+
+
+async def test_close_puts_every_unacknowledged_message_back_in_front_in_order() -> None:
+    box = make(inbox_capacity=10)
+    socket = await box.attach(me("r"), window=4)
+    await post(box, "r", *(b"%d" % i for i in range(6)))
+    batch = await socket.take()
+    await socket.ack(batch[0].id)
+    await socket.close()
+    messages = await read_all(box, "r")
+    assert [m.body for m in messages] == [b"1", b"2", b"3", b"4", b"5"]
+    assert [m.id for m in messages[:3]] == [m.id for m in batch[1:]]
+    stats = await box.stats()
+    assert (stats.queued_messages, stats.queued_bytes, stats.waiting_readers) == (0, 0, 0)
+
+
+async def test_a_newer_socket_supersedes_and_finds_the_older_ones_messages_first() -> None:
+    box = make()
+    old = await box.attach(me("r"))
+    await post(box, "r", b"a", b"b")
+    assert await take(old) == [b"a", b"b"]
+    new = await box.attach(me("r"))
+    with pytest.raises(Superseded):
+        await old.take()
+    await old.ack(10**9)  # too late: they are back in the inbox
+    await old.close()
+    assert await take(new) == [b"a", b"b"]
+
+
+async def test_a_waiting_socket_learns_at_once_that_it_was_superseded() -> None:
+    box = make()
+    old = await box.attach(me("r"))
+    async with anyio.create_task_group() as tasks:
+        ended: list[BaseException] = []
+
+        async def wait() -> None:
+            with anyio.fail_after(5):
+                try:
+                    await old.take()
+                except ReaderEnded as error:
+                    ended.append(error)
+
+        tasks.start_soon(wait)
+        await anyio.wait_all_tasks_blocked()
+        await box.attach(me("r"))
+    assert [type(error) for error in ended] == [Superseded]
+
+
+async def test_a_get_supersedes_a_socket_and_reads_its_unacknowledged_message() -> None:
+    box = make()
+    socket = await box.attach(me("r"))
+    await post(box, "r", b"first", b"second")
+    await take(socket)
+    message = await box.receive(me("r"), wait=0, disconnected=never)
+    assert message is not None and message.body == b"first"
+    with pytest.raises(Superseded):
+        await socket.take()
+    assert [m.body for m in await read_all(box, "r")] == [b"second"]
+
+
+async def test_a_socket_supersedes_a_waiting_get() -> None:
+    box = make()
+    async with anyio.create_task_group() as tasks:
+        answers: list[Message | None] = []
+
+        async def get() -> None:
+            with anyio.fail_after(5):
+                answers.append(await box.receive(me("r"), wait=3600, disconnected=never))
+
+        tasks.start_soon(get)
+        await anyio.wait_all_tasks_blocked()
+        socket = await box.attach(me("r"))
+    assert answers == [None]
+    await post(box, "r", b"to the socket")
+    assert await take(socket) == [b"to the socket"]
+
+
+async def test_an_inbox_with_an_open_socket_never_expires() -> None:
+    clock = Clock()
+    box = make(clock)
+    socket = await box.attach(me("r"))
+    clock.now += 600
+    assert box.expire() == 0
+    await post(box, "r", b"still reachable")
+    await socket.close()
+    clock.now += 59
+    assert box.expire() == 0  # closing counts as a read
+    clock.now += 2
+    assert box.expire() == 1
+
+
+async def test_shutdown_ends_sockets_with_their_messages_back_in_the_inbox() -> None:
+    box = make()
+    socket = await box.attach(me("r"))
+    await post(box, "r", b"unacknowledged")
+    await take(socket)
+    box.shutdown()
+    with pytest.raises(ShuttingDown):
+        await socket.take()
+    assert (await box.stats()).queued_messages == 1
+    with pytest.raises(ShuttingDown):
+        await (await box.attach(me("late"))).take()
+
+
+async def test_acks_are_cumulative_and_unknown_ones_harmless() -> None:
+    box = make(inbox_capacity=10)
+    socket = await box.attach(me("r"))
+    await post(box, "r", b"a", b"b", b"c")
+    batch = await socket.take()
+    await socket.ack(batch[0].id - 1)  # before anything it holds
+    assert len(socket.in_flight) == 3
+    await socket.ack(batch[1].id)
+    await socket.ack(batch[0].id)  # already done
+    assert [m.body for m in socket.in_flight] == [b"c"]
