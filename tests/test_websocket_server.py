@@ -1,0 +1,107 @@
+"""/inbox/ws on a real `inbox-asgi` over TLS, with the `websockets` client: what only a real server shows.
+
+The upgrade through inbox-asgi's own HTTP protocol, sockets cut without a
+close handshake in the middle of a delivery, and SIGTERM answering 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from .support import ServerProcess, basic
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+def ws_url(server: ServerProcess) -> str:
+    return server.base_url.replace("https://", "wss://").replace("http://", "ws://") + "/inbox/ws"
+
+
+def context(server: ServerProcess) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=server.ca_path)
+
+
+async def open_socket(server: ServerProcess, user: str = "r") -> tuple[ClientConnection, int]:
+    ws = await connect(ws_url(server), ssl=context(server), additional_headers=basic(user))
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert frame["type"] == "ready"
+    return ws, int(frame["inbox"])
+
+
+async def next_frame(ws: ClientConnection) -> dict[str, Any]:
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return frame
+
+
+async def post_all(client: httpx.AsyncClient, bodies: list[bytes]) -> None:
+    for body in bodies:
+        response = await client.post("/inbox?to=r", content=body, headers=basic("s"))
+        assert response.status_code == 200
+
+
+async def test_delivery_over_tls_and_1001_with_nothing_lost_on_sigterm(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    server = real_server()
+    async with server.async_client() as client:
+        ws, _ = await open_socket(server)
+        await post_all(client, [b"one", b"two"])
+        first, second = await next_frame(ws), await next_frame(ws)
+        assert (first["body"], second["body"]) == ("one", "two") and first["id"] < second["id"]
+        await ws.send(json.dumps({"type": "ack", "id": first["id"]}))
+        await ws.send(json.dumps({"type": "send", "ref": 1, "to": "s", "body": "reply"}))
+        assert await next_frame(ws) == {"type": "sent", "ref": 1}
+        response = await client.get("/inbox", headers=basic("s"))
+        assert (response.status_code, response.content, response.headers["x-from"]) == (200, b"reply", "r")
+        server.process.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert server.stop() == 0
+    assert "Traceback" not in server.log()
+
+
+async def test_sockets_cut_mid_delivery_lose_nothing_and_repeat_nothing_after_dedup(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    """Connections aborted without a close handshake, after reading some frames and acking some."""
+    server = real_server("-inbox-capacity", "200")
+    rng = random.Random(14)
+    total = 120
+    async with server.async_client() as client:
+        claim = await client.post("/inbox?to=nobody", headers=basic("r"))
+        assert claim.status_code == 404  # r exists now
+        sender = asyncio.create_task(post_all(client, [b"%d" % i for i in range(total)]))
+        seen: set[int] = set()
+        bodies: list[str] = []
+        generation = None
+        while len(bodies) < total:
+            ws, current = await open_socket(server)
+            assert generation in (None, current)
+            generation = current
+            try:
+                for _ in range(rng.randrange(1, 20)):
+                    frame = await next_frame(ws)
+                    if frame["id"] not in seen:
+                        seen.add(frame["id"])
+                        bodies.append(frame["body"])
+                    if rng.random() < 0.3:
+                        await ws.send(json.dumps({"type": "ack", "id": frame["id"]}))
+                    if len(bodies) == total:
+                        break
+            finally:
+                ws.transport.abort()  # no close frame: as if the network went away
+        await sender
+    assert bodies == [str(i) for i in range(total)]
+    assert "Traceback" not in server.log()
