@@ -210,8 +210,9 @@ class Session:
         try:
             while True:
                 for message in await socket.take():
-                    await self.send_frame(message_frame(message))
+                    # Before the frame goes out: the client may ack it before send returns.
                     self.highest_sent = max(self.highest_sent, message.id)
+                    await self.send_frame(message_frame(message))
         except ReaderEnded as ended:
             self.ending = ended
         except OSError:
@@ -300,7 +301,7 @@ class Session:
         if self.client_left:
             return
         code = 1000 if error is None else CLOSE_CODE.get(type(error), 1011)
-        reason = error.reason if isinstance(error, InboxError) else ""
+        reason = getattr(error, "reason", "")
         reason = reason.encode()[:_REASON_LIMIT].decode(errors="ignore")
         with contextlib.suppress(OSError):  # gone meanwhile
             await self._send({"type": "websocket.close", "code": code, "reason": reason})

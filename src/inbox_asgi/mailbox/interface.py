@@ -52,13 +52,19 @@ SOCKET_WINDOW = 32
 class ReaderEnded(Exception):
     """The socket no longer reads its inbox; what it held unacknowledged is back in the queue."""
 
+    reason = "closed"
+
 
 class Superseded(ReaderEnded):
     """A newer GET or socket for the same inbox took over (one reader at a time)."""
 
+    reason = "a newer reader of this inbox took over"
+
 
 class ShuttingDown(ReaderEnded):
     """The mailbox shut down."""
+
+    reason = "server stopping"
 
 
 class InboxSocket(Protocol):
