@@ -19,6 +19,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from inbox_asgi.client import InboxClient
+
+from .redis_support import RedisServer
 from .support import ServerProcess, basic
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -105,3 +108,42 @@ async def test_sockets_cut_mid_delivery_lose_nothing_and_repeat_nothing_after_de
         await sender
     assert bodies == [str(i) for i in range(total)]
     assert "Traceback" not in server.log()
+
+
+async def test_the_python_client_reads_over_a_socket_and_drops_repeats_after_a_cut(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    server = real_server()
+    reader = InboxClient(server.base_url, "r", "pw", verify=str(server.ca_path), transport="websocket")
+    sender = InboxClient(server.base_url, "s", "pw", verify=str(server.ca_path))
+    async with reader, sender:
+        assert await reader.receive(timeout=0.2) is None  # opens the inbox
+        await sender.send("r", b"\xffraw", content_type="application/octet-stream")
+        await sender.send("r", "text")
+        first = await reader.receive(timeout=10)
+        assert first is not None
+        assert (first.sender, first.data, first.content_type) == ("s", b"\xffraw", "application/octet-stream")
+        assert reader._ws is not None
+        reader._ws.transport.abort()  # cut with "text" perhaps in flight, and the ack of the first
+        await sender.send("r", "after the cut")
+        texts = [(await reader.receive(timeout=10)) for _ in range(2)]
+        assert [m.data if m else None for m in texts] == [b"text", b"after the cut"]
+        assert await reader.receive(timeout=0.2) is None
+
+
+async def test_auto_uses_the_socket_and_falls_back_to_long_polls_where_it_is_refused(
+    real_server: Callable[..., ServerProcess], redis_server: RedisServer
+) -> None:
+    redis_server.flush()
+    for flags, socket in (((), True), (("-redis-url", redis_server.url), False)):
+        server = real_server(*flags, "-long-polling-timeout", "1")
+        reader = InboxClient(server.base_url, "r", "pw", verify=str(server.ca_path), transport="auto")
+        sender = InboxClient(server.base_url, "s", "pw", verify=str(server.ca_path))
+        async with reader, sender:
+            assert await reader.receive(timeout=0.3) is None
+            await sender.send("r", "hello")
+            message = await reader.receive(timeout=10)
+            assert message is not None and message.data == b"hello"
+            assert (reader.transport, reader._ws is not None) == (
+                ("auto", True) if socket else ("long-polling", False)
+            )

@@ -11,6 +11,12 @@ returning one (or an awaitable of one) and it is asked again after a 401, so a
 long-lived client renews its token: `InboxClient(url, "alice", fetch_token)`.
 `await client.ice_servers()` gives the STUN/TURN list for RTCPeerConnection.
 
+`transport="websocket"` reads the inbox over `/inbox/ws` instead of long polls
+(docs/websocket.md): messages are pushed, acknowledged as `receive` hands
+them out, and repeats after a reconnect are dropped by id. `"auto"` tries the
+socket and falls back to long polling for good if the server refuses it (a
+Redis-mode server, so far). Sending always POSTs. The default is long polling.
+
 Refusals that retrying cannot fix raise at once (`Unauthorized`, `MessageTooLarge`,
 `RecipientNotFound`); a full inbox (503) is retried after its `Retry-After`, and
 `ServerBusy` raised once that outlasts `retry_for`.
@@ -22,6 +28,8 @@ The names differ from the server's (`inbox_asgi.mailbox`'s `Message` and
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import inspect
 import json
 import math
@@ -32,10 +40,13 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 import httpx
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 __all__ = [
     "InboxClient",
@@ -44,6 +55,7 @@ __all__ = [
     "ReceivedMessage",
     "RecipientNotFound",
     "ServerBusy",
+    "SocketRefused",
     "Unauthorized",
     "UnexpectedResponse",
 ]
@@ -107,6 +119,12 @@ InboxFull = ServerBusy
 
 #: A password, or a function giving the current one (an access token), maybe asynchronously.
 Password = str | Callable[[], str | Awaitable[str]]
+#: How the inbox is read: long polls (the default), a WebSocket, or a WebSocket if the server takes one.
+Transport = Literal["auto", "websocket", "long-polling"]
+
+
+class SocketRefused(InboxClientError):
+    """The server would not open /inbox/ws (with transport="websocket"; "auto" falls back instead)."""
 
 
 class InboxClient:
@@ -127,13 +145,24 @@ class InboxClient:
         retry_for: float = 30.0,
         timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
+        transport: Transport = "long-polling",
     ) -> None:
         if not username or ":" in username:
             raise ValueError("username must be non-empty and cannot contain ':'")
+        if transport not in ("auto", "websocket", "long-polling"):
+            raise ValueError(f"transport must be auto, websocket or long-polling, got {transport!r}")
         self.username = username
         self.retry_for = retry_for
+        self.transport: Transport = transport
         if isinstance(verify, str | Path):
             verify = ssl.create_default_context(cafile=str(verify))
+        self._socket_url = _socket_url(base_url)
+        self._ssl = _ssl_context(verify) if self._socket_url.startswith("wss:") else None
+        self._timeout = timeout
+        self._ws: ClientConnection | None = None
+        #: The inbox generation the socket last reported, and the highest id handed out in it.
+        self._generation: int | None = None
+        self._highest_id = 0
         self._owns_http = http is None
         # No read timeout on the client: a long poll legitimately waits; receive() bounds it.
         self._http = http or httpx.AsyncClient(
@@ -144,6 +173,7 @@ class InboxClient:
         self._password = password
         # A function's password is asked for at the first request, and again after a 401.
         self._auth = None if callable(password) else httpx.BasicAuth(username, password)
+        self._current_password = None if callable(password) else password
 
     async def __aenter__(self) -> Self:
         return self
@@ -154,6 +184,9 @@ class InboxClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
         if self._owns_http:
             await self._http.aclose()
 
@@ -211,13 +244,24 @@ class InboxClient:
         """
         with anyio.move_on_after(math.inf if timeout is None else timeout):
             while True:
-                message = await self.poll()
+                message = await self._next()
                 if message is not None:
                     return message
         return None
 
+    async def _next(self) -> ReceivedMessage | None:
+        """One step of reading: a frame from the socket on the WebSocket transport, else one GET."""
+        if self.transport != "long-polling":
+            ws = await self._socket()
+            if ws is not None:
+                return await self._socket_message(ws)
+        return await self.poll()
+
     async def poll(self) -> ReceivedMessage | None:
-        """One GET: a message, or None when the server's long poll ended without one."""
+        """One GET: a message, or None when the server's long poll ended without one.
+
+        (A GET is the inbox's newest reader: it closes our own socket, if one is open.)
+        """
         response = await self._request("GET", "/inbox")
         if response.status_code == 204:
             return None
@@ -262,16 +306,107 @@ class InboxClient:
             if inspect.isawaitable(password):
                 password = await password
             self._auth = httpx.BasicAuth(self.username, password)
+            self._current_password = password
         return self._auth
+
+    # -- the WebSocket transport ------------------------------------------------------------
+
+    async def _socket(self) -> ClientConnection | None:
+        """The open socket, connecting if needed; None once "auto" has fallen back to long polls."""
+        if self._ws is not None:
+            return self._ws
+        try:
+            self._ws = await self._connect()
+        except SocketRefused:
+            if self.transport == "websocket":
+                raise
+            self.transport = "long-polling"
+            return None
+        except Unauthorized:
+            if not callable(self._password):
+                raise
+            self._auth = None  # a refused token: renewed once, as for a request
+            self._ws = await self._connect()
+        return self._ws
+
+    async def _connect(self) -> ClientConnection:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        await self._credentials()
+        pair = f"{self.username}:{self._current_password}".encode()
+        header = {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        try:
+            ws = await connect(
+                self._socket_url, ssl=self._ssl, additional_headers=header, open_timeout=self._timeout
+            )
+        except (InvalidHandshake, OSError, TimeoutError) as error:
+            raise SocketRefused(0, f"no WebSocket: {error}") from error
+        try:
+            with anyio.fail_after(self._timeout):
+                ready = json.loads(await ws.recv())
+        except ConnectionClosed as closed:
+            code, reason = (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (1006, "")
+            if code == 4401:
+                raise Unauthorized(401, reason) from None
+            raise SocketRefused(code, reason) from None
+        generation = ready["inbox"]
+        if generation != self._generation:
+            self._generation, self._highest_id = generation, 0  # ids start over with the inbox
+        return ws
+
+    async def _socket_message(self, ws: ClientConnection) -> ReceivedMessage | None:
+        """The next message frame, acknowledged; None for a repeat, or when the socket closed."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            frame = json.loads(await ws.recv())
+        except ConnectionClosed as closed:
+            self._ws = None  # reconnect on the next read (4409: another reader took over, like a 204)
+            if closed.rcvd is not None and closed.rcvd.code == 4401:
+                raise Unauthorized(401, closed.rcvd.reason) from None
+            return None
+        if frame.get("type") != "message":
+            return None
+        # Shielded: a receive() timing out now must not leave the frame read but unacknowledged
+        # (it would only come back once the socket closes). Unacknowledged, it comes again,
+        # and is dropped as a repeat.
+        with anyio.move_on_after(self._timeout, shield=True), contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps({"type": "ack", "id": frame["id"]}))
+        if frame["id"] <= self._highest_id:
+            return None  # delivered before the socket was last cut
+        self._highest_id = frame["id"]
+        body = frame.get("body")
+        data = body.encode() if body is not None else base64.b64decode(frame["body_base64"])
+        return ReceivedMessage(sender=frame["from"], data=data, content_type=frame.get("content_type"))
 
     def __aiter__(self) -> AsyncIterator[ReceivedMessage]:
         return self._messages()
 
     async def _messages(self) -> AsyncIterator[ReceivedMessage]:
         while True:
-            message = await self.poll()
+            message = await self._next()
             if message is not None:
                 yield message
+
+
+def _socket_url(base_url: str) -> str:
+    """`/inbox/ws` of the server at `base_url` (http → ws, https → wss)."""
+    base = base_url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base.removeprefix("https://") + "/inbox/ws"
+    return "ws://" + base.removeprefix("http://") + "/inbox/ws"
+
+
+def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    """What httpx's `verify` means, for the socket."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _error(response: httpx.Response) -> InboxClientError:
