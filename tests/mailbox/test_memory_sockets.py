@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import anyio
 import pytest
 
@@ -260,3 +262,57 @@ async def test_acks_are_cumulative_and_unknown_ones_harmless() -> None:
     await socket.ack(batch[1].id)
     await socket.ack(batch[0].id)  # already done
     assert [m.body for m in socket.in_flight] == [b"c"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_random_interleavings_deliver_every_message_in_order_once_after_dedup(seed: int) -> None:
+    """Sends, sockets opened (superseding), taking, acking and closing, clients dying with
+    frames read but not processed, and GETs, in random order."""
+    rng = random.Random(seed)
+    box = make(inbox_capacity=1000)
+    await box.open(me("r"))
+    accepted: list[int] = []
+    first_seen: list[int] = []
+    socket: MemorySocket | None = None
+
+    def saw(message: Message) -> None:
+        if message.id not in first_seen:  # the client's dedup
+            first_seen.append(message.id)
+
+    for _ in range(300):
+        action = rng.random()
+        if action < 0.35:
+            message = Message("s", b"")
+            await box.send("s", "r", message)
+            accepted.append(message.id)
+        elif action < 0.45:
+            socket = await box.attach(me("r"), window=rng.choice([1, 3, 32]))
+        elif action < 0.7 and socket is not None:
+            batch: list[Message] = []
+            try:
+                with anyio.move_on_after(0):  # only what is there now
+                    batch = await socket.take()
+            except Superseded:
+                socket = None  # a GET read since; a late ack or close of it would change nothing
+                continue
+            # Sometimes the client dies having processed only part of what it read.
+            processed = rng.randrange(len(batch) + 1) if rng.random() < 0.3 else len(batch)
+            for message in batch[:processed]:
+                saw(message)
+            if processed < len(batch):
+                await socket.close()
+                socket = None
+        elif action < 0.85 and socket is not None and socket.in_flight:
+            await socket.ack(rng.choice(socket.in_flight).id)
+        elif action < 0.92 and socket is not None:
+            await socket.close()
+            socket = None
+        else:
+            message = await box.receive(me("r"), wait=0, disconnected=never)
+            if message is not None:
+                saw(message)
+    if socket is not None:
+        await socket.close()
+    for message in await read_all(box, "r"):
+        saw(message)
+    assert first_seen == accepted
