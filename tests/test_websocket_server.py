@@ -147,3 +147,20 @@ async def test_auto_uses_the_socket_and_falls_back_to_long_polls_where_it_is_ref
             assert (reader.transport, reader._ws is not None) == (
                 ("auto", True) if socket else ("long-polling", False)
             )
+
+
+async def test_an_open_socket_outlives_the_header_timeout_that_closes_a_silent_one(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    """The upgrade disarms the head timer of inbox-asgi's protocol; `auth` has -header-timeout."""
+    server = real_server("-header-timeout", "1")
+    ws, _ = await open_socket(server)
+    silent = await connect(ws_url(server), ssl=context(server))
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(silent.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+    # `ws` opened first: a head timer of its own would have fired before this 4408.
+    await ws.send(json.dumps({"type": "send", "ref": "late", "to": "r", "body": "still here"}))
+    assert await next_frame(ws) == {"type": "sent", "ref": "late"}
+    assert (await next_frame(ws))["body"] == "still here"
+    await ws.close()
