@@ -119,6 +119,9 @@ InboxFull = ServerBusy
 
 #: A password, or a function giving the current one (an access token), maybe asynchronously.
 Password = str | Callable[[], str | Awaitable[str]]
+#: Ids of handed-out messages the WebSocket transport remembers to drop repeats: far more
+#: than the server keeps unacknowledged (32), which is all that can come again.
+SEEN_IDS = 1024
 #: How the inbox is read: long polls (the default), a WebSocket, or a WebSocket if the server takes one.
 Transport = Literal["auto", "websocket", "long-polling"]
 
@@ -160,9 +163,11 @@ class InboxClient:
         self._ssl = _ssl_context(verify) if self._socket_url.startswith("wss:") else None
         self._timeout = timeout
         self._ws: ClientConnection | None = None
-        #: The inbox generation the socket last reported, and the highest id handed out in it.
+        #: The inbox generation the socket last reported, and the latest ids handed out in it
+        #: (a set, not the highest: a message whose GET answer failed goes back in front of
+        #: ids a socket may already have had; only unacknowledged ones ever come again).
         self._generation: int | None = None
-        self._highest_id = 0
+        self._seen_ids: dict[int, None] = {}
         self._owns_http = http is None
         # No read timeout on the client: a long poll legitimately waits; receive() bounds it.
         self._http = http or httpx.AsyncClient(
@@ -352,7 +357,8 @@ class InboxClient:
             raise SocketRefused(code, reason) from None
         generation = ready["inbox"]
         if generation != self._generation:
-            self._generation, self._highest_id = generation, 0  # ids start over with the inbox
+            self._generation = generation
+            self._seen_ids.clear()  # ids start over with the inbox
         return ws
 
     async def _socket_message(self, ws: ClientConnection) -> ReceivedMessage | None:
@@ -373,9 +379,12 @@ class InboxClient:
         # and is dropped as a repeat.
         with anyio.move_on_after(self._timeout, shield=True), contextlib.suppress(ConnectionClosed):
             await ws.send(json.dumps({"type": "ack", "id": frame["id"]}))
-        if frame["id"] <= self._highest_id:
+        seen = self._seen_ids
+        if frame["id"] in seen:
             return None  # delivered before the socket was last cut
-        self._highest_id = frame["id"]
+        seen[frame["id"]] = None
+        if len(seen) > SEEN_IDS:
+            del seen[next(iter(seen))]
         body = frame.get("body")
         data = body.encode() if body is not None else base64.b64decode(frame["body_base64"])
         return ReceivedMessage(sender=frame["from"], data=data, content_type=frame.get("content_type"))

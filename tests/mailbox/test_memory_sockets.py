@@ -164,6 +164,19 @@ async def test_close_puts_every_unacknowledged_message_back_in_front_in_order() 
     assert (stats.queued_messages, stats.queued_bytes, stats.waiting_readers) == (0, 0, 0)
 
 
+async def test_a_message_put_back_by_a_failed_get_keeps_its_place_before_a_sockets_newer_ones() -> None:
+    box = make()
+    await box.open(me("r"))
+    await post(box, "r", b"1", b"2", b"3")
+    answered = await box.receive(me("r"), wait=0, disconnected=never)  # its answer will fail
+    socket = await box.attach(me("r"))
+    assert await take(socket) == [b"2", b"3"]
+    assert answered is not None
+    await box.requeue("r", answered)
+    await socket.close()
+    assert [m.body for m in await read_all(box, "r")] == [b"1", b"2", b"3"]
+
+
 async def test_a_newer_socket_supersedes_and_finds_the_older_ones_messages_first() -> None:
     box = make()
     old = await box.attach(me("r"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import secrets
 import sys
 import time
@@ -442,8 +443,9 @@ class MemorySocket:
             inbox.handed_to = None  # a message handed to it stays first, and counts again
         in_flight, self.in_flight = self.in_flight, []
         if in_flight and mailbox._inboxes.get(self.name) is inbox:
-            # Over any limit: a message accepted is never lost.
-            inbox.queue = [*in_flight, *inbox.queue]
+            # Over any limit: a message accepted is never lost. Merged by id: a GET whose
+            # answer failed may have put an older message back while this socket held newer ones.
+            inbox.queue = list(heapq.merge(in_flight, inbox.queue, key=_message_id))
             mailbox._queued += len(in_flight)
             mailbox._queued_bytes += sum(map(message_size, in_flight))
         mailbox._touch(self.name, inbox)  # a reader leaving counts as a read
@@ -451,3 +453,7 @@ class MemorySocket:
 
     def _closed_future(self) -> asyncio.Future[None]:
         return self._left
+
+
+def _message_id(message: Message) -> int:
+    return message.id
