@@ -12,6 +12,7 @@ import random
 import signal
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from inbox_asgi.client import InboxClient
+from inbox_asgi.http.websocket import frame_limit
 
 from .redis_support import RedisServer
 from .support import ServerProcess, basic
@@ -164,3 +166,48 @@ async def test_an_open_socket_outlives_the_header_timeout_that_closes_a_silent_o
     assert await next_frame(ws) == {"type": "sent", "ref": "late"}
     assert (await next_frame(ws))["body"] == "still here"
     await ws.close()
+
+
+async def test_no_compression_and_oversized_frames_refused_before_they_are_buffered(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    """Per-message deflate would keep zlib state per socket; a frame over the limit is cut at the limit."""
+    server = real_server("-max-body-size", "1024")
+    options: dict[str, Any] = {"compression": "deflate", "max_size": None}
+    ws = await connect(ws_url(server), ssl=context(server), additional_headers=basic("r"), **options)
+    try:
+        assert ws.response is not None
+        assert "sec-websocket-extensions" not in ws.response.headers  # deflate offered, not taken
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+        await ws.send("x" * (frame_limit(1024) + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    finally:
+        await ws.close()
+
+
+def peak_rss_mib(server: ServerProcess) -> float:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
+
+
+async def test_huge_frames_are_cut_at_the_limit_not_buffered(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    """8 sockets each sending a 12 MiB frame: uvicorn alone would buffer each whole (its limit is 16 MiB)."""
+    server = real_server()
+    before = peak_rss_mib(server)
+    sockets = [(await open_socket(server, f"big{i}"))[0] for i in range(8)]
+    frame = "x" * (12 * 1024 * 1024)
+
+    async def push(ws: ClientConnection) -> int:
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.send(frame)
+            await asyncio.wait_for(ws.recv(), 20)
+        return closed.value.rcvd.code if closed.value.rcvd else 0
+
+    codes = await asyncio.gather(*(push(ws) for ws in sockets))
+    assert set(codes) <= {1009, 0}  # 0: the server closed while the client was still writing
+    grown = peak_rss_mib(server) - before
+    assert grown < 40, f"peak RSS grew {grown:.0f} MiB"

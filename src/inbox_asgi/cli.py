@@ -15,6 +15,7 @@ import uvicorn
 
 from inbox_asgi import __version__
 from inbox_asgi.config import ConfigError, Settings, describe, option_specs
+from inbox_asgi.http.websocket import frame_limit
 from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
 from inbox_asgi.server.resources import raise_open_file_limit
 from inbox_asgi.server.tls import check_certificate_files, write_self_signed
@@ -154,6 +155,11 @@ def run(settings: Settings) -> None:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         timeout_keep_alive=settings.keep_alive_timeout,
         server_header=False,
+        # /inbox/ws: uvicorn refuses (1009) a frame over the limit before buffering it
+        # (its default is 16 MiB per frame), and no compression: per-message deflate
+        # keeps zlib state in both directions for every open socket (~100s of KiB each).
+        ws_max_size=frame_limit(settings.max_body_size),
+        ws_per_message_deflate=False,
         log_config=log_config(settings),
     )
 

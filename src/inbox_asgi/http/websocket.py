@@ -53,6 +53,11 @@ from inbox_asgi.mailbox.interface import (
 ENVELOPE = 4096
 
 
+def frame_limit(max_body_size: int) -> int:
+    """The largest frame a client may send: a maximal message's base64 plus the envelope."""
+    return 4 * math.ceil(max_body_size / 3) + ENVELOPE
+
+
 class BadFrame(InboxError):
     reason = "malformed frame"
 
@@ -111,7 +116,7 @@ class InboxSocketEndpoint:
         self.authenticator = authenticator
         self.max_body_size = max_body_size
         #: The largest frame a maximal message needs: its base64 form plus the envelope.
-        self.max_frame = 4 * math.ceil(max_body_size / 3) + ENVELOPE
+        self.max_frame = frame_limit(max_body_size)
         self.auth_timeout = auth_timeout
         self.trust_proxy = trust_proxy
         self.buckets = buckets
