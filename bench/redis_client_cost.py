@@ -53,7 +53,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
-from scenarios.redis import CLUSTER_OPTIONS, answers, cluster_port, start_redis, wait_for
+from scenarios.redis import CLUSTER_OPTIONS, answers, cluster_port, create_cluster, start_redis, wait_for
 
 from inbox_asgi.mailbox.credentials import Credentials
 from inbox_asgi.mailbox.interface import Message, never_gone
@@ -324,13 +324,7 @@ def start_targets(
         ports += cluster_ports
     wait_for(lambda: all("PONG" in answers(p, "ping") for p in ports), "redis-server")
     if cluster:
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster_ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        ok = "cluster_state:ok"
-        wait_for(lambda: all(ok in answers(p, "cluster", "info") for p in cluster_ports), "cluster")
+        create_cluster(cluster_ports)
         targets.append({"name": "3-node Cluster", "url": f"redis://127.0.0.1:{cluster_ports[0]}/0",
                         "ports": cluster_ports, "cluster": True})  # fmt: skip
     return targets, processes

@@ -31,6 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
+class ManualClock:
+    """A clock a test moves by hand (`clock.now += 61`), for code that takes a `clock`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def basic(username: str, password: str = "secret") -> dict[str, str]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}

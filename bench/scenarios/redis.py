@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness import SERVER_CPU, Server, compare, free_port, inbox_server, run_setup, save, summarise, table
@@ -55,6 +56,17 @@ def cluster_port() -> int:
     return port
 
 
+def create_cluster(ports: Sequence[int]) -> None:
+    """Join nodes started with CLUSTER_OPTIONS into one cluster, and wait until it serves."""
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+         "--cluster-replicas", "0", "--cluster-yes"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    ok = "cluster_state:ok"
+    wait_for(lambda: all(ok in answers(p, "cluster", "info") for p in ports), "cluster")
+
+
 def with_redis(server: Server, processes: list[subprocess.Popen[bytes]]) -> Server:
     server.companions = [process.pid for process in processes]
     return server
@@ -74,13 +86,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         ports = [single_port, *cluster_ports]
         wait_for(lambda: all("PONG" in answers(p, "ping") for p in ports), "redis-server")
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in cluster_ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        ok = "cluster_state:ok"
-        wait_for(lambda: all(ok in answers(p, "cluster", "info") for p in cluster_ports), "cluster")
+        create_cluster(cluster_ports)
         single_url = f"redis://127.0.0.1:{single_port}/0"
         cluster_url = f"redis://127.0.0.1:{cluster_ports[0]}/0"
         flags = ("-long-polling=false",)

@@ -13,6 +13,8 @@ from inbox_asgi.mailbox.credentials import Credentials
 from inbox_asgi.mailbox.errors import BadCredentials, BadToken, MalformedRequest
 from inbox_asgi.tokens import issue
 
+from ..support import ManualClock
+
 
 def encode(raw: bytes, scheme: bytes = b"Basic") -> bytes:
     return scheme + b" " + base64.b64encode(raw)
@@ -104,14 +106,6 @@ def test_two_authorization_headers_are_malformed() -> None:
         authorization_header([(b"authorization", b"Basic YTpi"), (b"authorization", b"Basic YzpK")])
 
 
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_without_secrets_the_password_goes_to_the_mailbox_as_given() -> None:
     authenticator = Authenticator()
     credentials = authenticator.credentials(encode(b"alice:pw"), "10.0.0.1")
@@ -119,7 +113,7 @@ def test_without_secrets_the_password_goes_to_the_mailbox_as_given() -> None:
 
 
 def test_with_secrets_a_token_is_checked_and_never_reaches_the_mailbox() -> None:
-    clock = FakeClock(1_800_000_000)
+    clock = ManualClock(1_800_000_000)
     authenticator = Authenticator(["k"], clock=clock)
     token = issue("k", "alice", 60, now=clock.now)
     credentials = authenticator.credentials(encode(f"alice:{token}".encode()), "10.0.0.1")
@@ -131,7 +125,7 @@ def test_with_secrets_a_token_is_checked_and_never_reaches_the_mailbox() -> None
 
 
 def test_an_expired_token_is_refused_and_counted() -> None:
-    clock = FakeClock(1_800_000_000)
+    clock = ManualClock(1_800_000_000)
     authenticator = Authenticator(["k"], clock=clock)
     header = encode(f"alice:{issue('k', 'alice', 60, now=clock.now)}".encode())
     authenticator.credentials(header)

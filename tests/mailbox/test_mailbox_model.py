@@ -35,6 +35,8 @@ from inbox_asgi.mailbox.errors import InboxError, InboxFull, NoSuchInbox, TooMan
 from inbox_asgi.mailbox.interface import Message
 from inbox_asgi.mailbox.memory import MemoryMailbox
 
+from ..support import ManualClock
+
 T = TypeVar("T")
 
 TIMEOUT = 10.0
@@ -47,14 +49,6 @@ NAMES = st.sampled_from(["ann", "bob", "cat", "dan"])  # one more than MAX_INBOX
 PASSWORDS = st.sampled_from(["pw1", "pw2"])
 #: Exact binary fractions, so expiry boundaries (exactly TIMEOUT) are hit without rounding.
 STEPS = st.sampled_from([0.5, 1.0, 5.0, TIMEOUT - 0.5, TIMEOUT, TIMEOUT + 0.5, 3 * TIMEOUT])
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -135,7 +129,7 @@ def body_of(message: Message | None) -> bytes | None:
 class MailboxMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.clock = Clock()
+        self.clock = ManualClock(0.0)
         self.mailbox = MemoryMailbox(
             inbox_timeout=TIMEOUT, inbox_capacity=CAPACITY, max_inboxes=MAX_INBOXES, clock=self.clock
         )

@@ -23,18 +23,12 @@ from inbox_asgi.mailbox.memory import EXPIRY_BATCH, MemoryMailbox
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.quotas import MESSAGE_OVERHEAD, message_size
 
+from ..support import ManualClock
+
 pytestmark = pytest.mark.anyio
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(clock: Clock, **overrides: int) -> MemoryMailbox:
+def make(clock: ManualClock, **overrides: int) -> MemoryMailbox:
     options = {"inbox_timeout": 60, "inbox_capacity": 3, "max_inboxes": 1000, **overrides}
     return MemoryMailbox(clock=clock, **options)
 
@@ -48,7 +42,7 @@ def me(name: str, password: str = "pw") -> Credentials:
 
 
 async def test_open_creates_then_checks_password() -> None:
-    box = make(Clock())
+    box = make(ManualClock())
     await box.open(me("a"))
     await box.open(me("a"))
     with pytest.raises(WrongPassword):
@@ -57,7 +51,7 @@ async def test_open_creates_then_checks_password() -> None:
 
 
 async def test_fifo_and_capacity() -> None:
-    box = make(Clock())
+    box = make(ManualClock())
     await box.open(me("r"))
     for i in range(3):
         await box.send("s", "r", Message("s", b"%d" % i))
@@ -70,11 +64,11 @@ async def test_fifo_and_capacity() -> None:
 
 async def test_send_to_missing_inbox() -> None:
     with pytest.raises(NoSuchInbox):
-        await make(Clock()).send("s", "nobody", Message("s", b""))
+        await make(ManualClock()).send("s", "nobody", Message("s", b""))
 
 
 async def test_expiry_deletes_unread_inboxes_and_their_messages() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     await box.open(me("old"))
     await box.send("x", "old", Message("x", b"lost"))
@@ -89,7 +83,7 @@ async def test_expiry_deletes_unread_inboxes_and_their_messages() -> None:
 
 
 async def test_reading_refreshes_but_sending_does_not() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     await box.open(me("reader"))
     await box.open(me("sender"))
@@ -104,7 +98,7 @@ async def test_reading_refreshes_but_sending_does_not() -> None:
 
 
 async def test_expired_inbox_is_gone_even_before_the_sweep() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     await box.open(me("a"))
     clock.now += 61
@@ -113,7 +107,7 @@ async def test_expired_inbox_is_gone_even_before_the_sweep() -> None:
 
 
 async def test_expiry_costs_what_expires_not_all_inboxes() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock, max_inboxes=100_000)
     for i in range(20_000):
         await box.open(me(f"stay{i}"))
@@ -128,7 +122,7 @@ async def test_expiry_costs_what_expires_not_all_inboxes() -> None:
 
 
 async def test_never_expires_while_a_reader_waits() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     async with anyio.create_task_group() as tasks:
         results: list[Message | None] = []
@@ -145,7 +139,7 @@ async def test_never_expires_while_a_reader_waits() -> None:
 
 
 async def test_max_inboxes() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock, max_inboxes=2)
     await box.open(me("a"))
     await box.open(me("b"))
@@ -157,7 +151,7 @@ async def test_max_inboxes() -> None:
 
 
 async def test_hand_over_to_waiting_reader_skips_the_queue() -> None:
-    box = make(Clock(), inbox_capacity=1)
+    box = make(ManualClock(), inbox_capacity=1)
     async with anyio.create_task_group() as tasks:
         got: list[Message | None] = []
 
@@ -174,7 +168,7 @@ async def test_hand_over_to_waiting_reader_skips_the_queue() -> None:
 
 
 async def test_requeue_puts_message_first() -> None:
-    box = make(Clock())
+    box = make(ManualClock())
     await box.open(me("r"))
     await box.send("s", "r", Message("s", b"second"))
     await box.requeue("r", Message("s", b"first"))
@@ -183,7 +177,7 @@ async def test_requeue_puts_message_first() -> None:
 
 
 async def test_cancelled_reader_keeps_a_handed_over_message() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock, inbox_capacity=1)
     async with anyio.create_task_group() as tasks:
 
@@ -201,7 +195,7 @@ async def test_cancelled_reader_keeps_a_handed_over_message() -> None:
 
 
 async def test_shutdown_answers_waiting_readers() -> None:
-    box = make(Clock())
+    box = make(ManualClock())
     results: list[Message | None] = []
     with anyio.fail_after(5):  # readers that ignored shutdown would wait 1000 s
         async with anyio.create_task_group() as tasks:
@@ -219,7 +213,7 @@ async def test_shutdown_answers_waiting_readers() -> None:
 
 
 async def test_mass_expiry_gives_the_table_back() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock, max_inboxes=100_000)
     for i in range(50_000):
         await box.open(me(f"p{i}"))
@@ -231,7 +225,7 @@ async def test_mass_expiry_gives_the_table_back() -> None:
 
 
 async def test_no_expiry_between_hand_over_and_the_readers_take() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     got: list[Message | None] = []
     async with anyio.create_task_group() as tasks:
@@ -259,7 +253,7 @@ async def test_every_request_checks_the_digest_and_no_password_is_kept(
         return matches(self, password)
 
     monkeypatch.setattr(PasswordDigest, "matches", counting)
-    box = make(Clock())
+    box = make(ManualClock())
     first = me("alice", "secret")
     await box.open(first)  # creates: digest made, nothing checked
     await box.open(first)
@@ -273,7 +267,7 @@ async def test_every_request_checks_the_digest_and_no_password_is_kept(
 
 
 async def test_nothing_is_taken_for_a_client_already_gone() -> None:
-    box = make(Clock())
+    box = make(ManualClock())
     await box.open(me("r"))
     await box.send("s", "r", Message("s", b"keep"))
     assert await box.receive(me("r"), wait=0, disconnected=never, gone=lambda: True) is None
@@ -281,7 +275,7 @@ async def test_nothing_is_taken_for_a_client_already_gone() -> None:
 
 
 async def test_capacity_zero_only_hands_over_and_a_requeue_still_fits() -> None:
-    box = make(Clock(), inbox_capacity=0)
+    box = make(ManualClock(), inbox_capacity=0)
     await box.open(me("r"))
     with pytest.raises(InboxFull):
         await box.send("s", "r", Message("s", b"nobody waits"))
@@ -302,7 +296,7 @@ async def test_capacity_zero_only_hands_over_and_a_requeue_still_fits() -> None:
 
 
 async def test_queued_bytes_are_capped_and_given_back() -> None:
-    clock = Clock()
+    clock = ManualClock()
     one = Message("s", b"x" * 800, b"text/plain")
     size = message_size(one)
     box = make(clock, inbox_capacity=100, max_queued_bytes=3 * size)
@@ -325,7 +319,7 @@ async def test_queued_bytes_are_capped_and_given_back() -> None:
 
 
 async def test_a_flood_of_empty_messages_is_bounded_too() -> None:
-    box = make(Clock(), inbox_capacity=10**6, max_queued_bytes=100_000)
+    box = make(ManualClock(), inbox_capacity=10**6, max_queued_bytes=100_000)
     await box.open(me("r"))
     accepted = 0
     with pytest.raises(StoreFull):
@@ -338,7 +332,7 @@ async def test_a_flood_of_empty_messages_is_bounded_too() -> None:
 async def test_a_full_store_still_hands_messages_to_waiting_readers() -> None:
     """Like capacity, the limit is on what waits in queues: a hand-off does not wait."""
     big = Message("s", b"x" * 1000)
-    box = make(Clock(), max_queued_bytes=message_size(big))
+    box = make(ManualClock(), max_queued_bytes=message_size(big))
     await box.open(me("q"))
     await box.send("s", "q", big)
     with pytest.raises(StoreFull):
@@ -361,7 +355,7 @@ def from_network(name: str, network: str) -> Credentials:
 
 
 async def test_inboxes_per_network_are_limited_and_expiry_frees_the_place() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock, max_inboxes_per_ip=2)
     await box.open(from_network("x", "10.0.0.1"))
     await box.open(from_network("y", "10.0.0.1"))
@@ -382,14 +376,14 @@ async def test_inboxes_per_network_are_limited_and_expiry_frees_the_place() -> N
 
 
 async def test_no_limit_per_network_when_zero() -> None:
-    box = make(Clock(), max_inboxes_per_ip=0)
+    box = make(ManualClock(), max_inboxes_per_ip=0)
     for i in range(20):
         await box.open(from_network(f"p{i}", "10.0.0.1"))
     assert (await box.stats()).inboxes == 20
 
 
 async def test_a_message_handed_to_a_reader_whose_client_left_stays_queued_and_counts() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock, inbox_capacity=1)
     client_left = False
     got: list[Message | None] = []

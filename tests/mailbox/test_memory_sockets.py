@@ -12,20 +12,14 @@ from inbox_asgi.mailbox.errors import InboxFull, WrongPassword
 from inbox_asgi.mailbox.interface import Message, ReaderEnded, ShuttingDown, SocketMailbox, Superseded
 from inbox_asgi.mailbox.memory import MemoryMailbox, MemorySocket
 
+from ..support import ManualClock
+
 pytestmark = pytest.mark.anyio
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(clock: Clock | None = None, **overrides: int) -> MemoryMailbox:
+def make(clock: ManualClock | None = None, **overrides: int) -> MemoryMailbox:
     options = {"inbox_timeout": 60, "inbox_capacity": 5, "max_inboxes": 1000, **overrides}
-    return MemoryMailbox(clock=clock or Clock(), **options)
+    return MemoryMailbox(clock=clock or ManualClock(), **options)
 
 
 def me(name: str, password: str = "pw") -> Credentials:
@@ -83,7 +77,7 @@ async def test_a_refused_message_takes_no_id() -> None:
 
 
 async def test_generation_stays_while_the_inbox_lives_and_changes_when_it_is_created_anew() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     socket = await box.attach(me("r"))
     again = await box.attach(me("r"))
@@ -239,7 +233,7 @@ async def test_a_socket_supersedes_a_waiting_get() -> None:
 
 
 async def test_an_inbox_with_an_open_socket_never_expires() -> None:
-    clock = Clock()
+    clock = ManualClock()
     box = make(clock)
     socket = await box.attach(me("r"))
     clock.now += 600

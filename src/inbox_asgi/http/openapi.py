@@ -35,6 +35,24 @@ def _ref(name: str) -> JSON:
     return {"$ref": f"#/components/responses/{name}"}
 
 
+def _cors_preflight(operation_id: str, summary: str, bad_request: str) -> JSON:
+    """OPTIONS on an endpoint: CORS preflights, answered without touching an inbox."""
+    return {
+        "operationId": operation_id,
+        "summary": summary,
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "A CORS preflight answered by the CORS middleware (-cors on).",
+                "content": TEXT_PLAIN,
+            },
+            "204": {"description": "No content (plus CORS headers when -cors is on)."},
+            "400": _error(bad_request),
+            **COMMON_ERRORS,
+        },
+    }
+
+
 #: Answers any /inbox method can get before the endpoint runs.
 COMMON_ERRORS: JSON = {
     "429": _ref("RateLimited"),
@@ -138,23 +156,12 @@ OPENAPI: JSON = {
                     **COMMON_ERRORS,
                 },
             },
-            "options": {
-                "operationId": "inboxOptions",
-                "summary": "CORS preflight; never touches an inbox",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "A CORS preflight answered by the CORS middleware (-cors on).",
-                        "content": TEXT_PLAIN,
-                    },
-                    "204": {"description": "No content (plus CORS headers when -cors is on)."},
-                    "400": _error(
-                        "A CORS preflight from an origin that is not allowed, or a request the HTTP "
-                        "parser cannot read."
-                    ),
-                    **COMMON_ERRORS,
-                },
-            },
+            "options": _cors_preflight(
+                "inboxOptions",
+                "CORS preflight; never touches an inbox",
+                "A CORS preflight from an origin that is not allowed, or a request the HTTP parser "
+                "cannot read.",
+            ),
         },
         "/ice-servers": {
             "get": {
@@ -179,20 +186,9 @@ OPENAPI: JSON = {
                     **COMMON_ERRORS,
                 },
             },
-            "options": {
-                "operationId": "iceServersOptions",
-                "summary": "CORS preflight",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "A CORS preflight answered by the CORS middleware (-cors on).",
-                        "content": TEXT_PLAIN,
-                    },
-                    "204": {"description": "No content (plus CORS headers when -cors is on)."},
-                    "400": _error("A CORS preflight from an origin that is not allowed."),
-                    **COMMON_ERRORS,
-                },
-            },
+            "options": _cors_preflight(
+                "iceServersOptions", "CORS preflight", "A CORS preflight from an origin that is not allowed."
+            ),
         },
         "/healthz": {
             "get": {

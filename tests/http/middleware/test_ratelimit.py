@@ -5,18 +5,11 @@ import pytest
 from inbox_asgi.http.middleware.ratelimit import SWEEP_INTERVAL, TokenBuckets
 
 from ...conftest import ClientFactory
-from ...support import basic
-
-
-class Clock:
-    now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from ...support import ManualClock, basic
 
 
 def test_burst_then_rate() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     buckets = TokenBuckets(rate=2, burst=3, clock=clock)
     assert [buckets.take("a") for _ in range(3)] == [0, 0, 0]
     assert buckets.take("a") == pytest.approx(0.5)
@@ -27,7 +20,7 @@ def test_burst_then_rate() -> None:
 
 
 def test_idle_buckets_are_swept() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     buckets = TokenBuckets(rate=10, burst=5, clock=clock)
     for i in range(1000):
         buckets.take(f"client-{i}")
