@@ -8,9 +8,10 @@ import anyio
 import pytest
 
 from inbox_asgi.mailbox.credentials import Credentials
-from inbox_asgi.mailbox.errors import InboxFull, WrongPassword
+from inbox_asgi.mailbox.errors import InboxFull, StoreFull, WrongPassword
 from inbox_asgi.mailbox.interface import Message, ReaderEnded, ShuttingDown, SocketMailbox, Superseded
 from inbox_asgi.mailbox.memory import MemoryMailbox, MemorySocket
+from inbox_asgi.mailbox.quotas import message_size
 
 from ..support import ManualClock
 
@@ -323,3 +324,22 @@ async def test_random_interleavings_deliver_every_message_in_order_once_after_de
     for message in await read_all(box, "r"):
         saw(message)
     assert first_seen == accepted
+
+
+async def test_messages_in_flight_count_against_the_queued_bytes_until_acknowledged() -> None:
+    """A socket that never acks must not hold a window of messages outside -max-queued-bytes."""
+    size = message_size(Message("s", b"x" * 1000))
+    box = MemoryMailbox(inbox_timeout=60, inbox_capacity=100, max_inboxes=10, max_queued_bytes=3 * size)
+    await box.open(Credentials("s", "pw"))
+    socket = await box.attach(Credentials("r", "pw"))
+    for _ in range(3):
+        await box.send("s", "r", Message("s", b"x" * 1000))
+    taken = await socket.take()
+    assert len(taken) == 3 and (await box.stats()).queued_messages == 0
+    with pytest.raises(StoreFull):  # the unacknowledged three still fill the store
+        await box.send("s", "r", Message("s", b"x" * 1000))
+    await socket.ack(taken[-1].id)
+    await box.send("s", "r", Message("s", b"x" * 1000))
+    assert (await box.stats()).queued_bytes == size
+    await socket.close()
+    assert (await box.stats()).queued_bytes == size  # what was in flight was acked: nothing counted twice

@@ -397,8 +397,9 @@ class MemorySocket:
                     inbox.queue = NO_MESSAGES
                 else:
                     del queue[:room]  # not empty: a list
+                # Its bytes stay counted against max_queued_bytes until acknowledged: a
+                # client that never acks must not hold window x max-body-size uncounted.
                 mailbox._queued -= len(batch)
-                mailbox._queued_bytes -= sum(map(message_size, batch))
                 self.in_flight += batch
                 return list(batch)
             if room > 0:
@@ -421,6 +422,7 @@ class MemorySocket:
             done += 1
         if done:
             was_full = len(in_flight) >= self.window
+            self._mailbox._queued_bytes -= sum(map(message_size, in_flight[:done]))
             del in_flight[:done]
             if was_full:
                 self._parked.wake(MAIL)  # room again: take() looks at the queue
@@ -446,8 +448,9 @@ class MemorySocket:
             # Over any limit: a message accepted is never lost. Merged by id: a GET whose
             # answer failed may have put an older message back while this socket held newer ones.
             inbox.queue = list(heapq.merge(in_flight, inbox.queue, key=_message_id))
-            mailbox._queued += len(in_flight)
-            mailbox._queued_bytes += sum(map(message_size, in_flight))
+            mailbox._queued += len(in_flight)  # their bytes were never uncounted
+        elif in_flight:
+            mailbox._queued_bytes -= sum(map(message_size, in_flight))  # the inbox is gone
         mailbox._touch(self.name, inbox)  # a reader leaving counts as a read
         parked.wake(CLOSED)
 
