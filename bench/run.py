@@ -6,6 +6,7 @@
     .venv/bin/python bench/run.py readers      # 4. N waiting readers: RSS, then N simultaneous deliveries
     .venv/bin/python bench/run.py expiry       # 5. 100k inboxes expiring at once, event-loop stall probe
     .venv/bin/python bench/run.py redis        # 6. pairs against 1 and 2 workers sharing Redis
+    .venv/bin/python bench/run.py sockets      # 7. /inbox/ws vs long polls: ping-pong, burst, idle sockets
     .venv/bin/python bench/run.py all
     .venv/bin/python bench/run.py ping-pong --go /tmp/inbox-go/inbox   # beside the Go original (pairs too)
 
@@ -23,7 +24,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 
-from scenarios import expiry, pairs, ping_pong, post_only, readers, redis
+from scenarios import expiry, pairs, ping_pong, post_only, readers, redis, sockets
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
     "pairs": pairs.run,
@@ -32,6 +33,10 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
     "readers": readers.run,
     "expiry": expiry.run,
     "redis": redis.run,
+    "sockets": sockets.run,
+    "sockets-ping-pong": sockets.run_ping_pong,
+    "sockets-burst": sockets.run_burst,
+    "sockets-readers": sockets.run_readers,
 }
 
 
@@ -51,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--inboxes", type=int, default=100_000, help="inboxes in `expiry`")
     parser.add_argument("--redis", action="store_true", help="ping-pong: one more inbox-asgi, on Redis")
     parser.add_argument(
-        "--go", metavar="BINARY", help="the Go original's binary, one more server in `pairs` and `ping-pong`"
+        "--go", metavar="BINARY", help="the Go original's binary, beside `pairs`, `ping-pong`, `sockets`"
     )
     args = parser.parse_args(argv)
     if args.go and shutil.which(args.go) is None:
