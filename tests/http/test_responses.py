@@ -11,7 +11,9 @@ import pytest
 
 import inbox_asgi
 from inbox_asgi.http.responses import ERROR_STATUS, send_error
+from inbox_asgi.http.websocket import CLOSE_CODE
 from inbox_asgi.mailbox.errors import BodyTooLarge, InboxError
+from inbox_asgi.mailbox.interface import ShuttingDown, Superseded
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +35,20 @@ def every_module_imported() -> None:
 
 
 every_module_imported()
-ERRORS = sorted(all_subclasses(InboxError), key=lambda cls: cls.__name__)
+#: Errors only a WebSocket session raises (malformed frames, no auth in time): they end
+#: the socket with a close code from websocket.CLOSE_CODE and never reach an HTTP answer.
+SOCKET_ONLY = {cls for cls in all_subclasses(InboxError) if cls.__module__ == "inbox_asgi.http.websocket"}
+ERRORS = sorted(all_subclasses(InboxError) - SOCKET_ONLY, key=lambda cls: cls.__name__)
 
 
 def test_the_walk_found_the_errors() -> None:
     assert len(ERRORS) >= 13
+
+
+def test_every_socket_only_error_has_a_close_code() -> None:
+    assert SOCKET_ONLY, "the walk found the WebSocket session's errors"
+    assert set(CLOSE_CODE) >= SOCKET_ONLY
+    assert set(CLOSE_CODE) - SOCKET_ONLY <= set(ERROR_STATUS) | {Superseded, ShuttingDown}
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda cls: cls.__name__)
