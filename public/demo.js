@@ -9,6 +9,9 @@
 //                              so there is no separate `token=` parameter.
 //   relay=1                    TURN relay only (iceTransportPolicy 'relay'), e.g. to
 //                              check a TURN server: no direct or STUN-found path is tried
+//   transport=long-polling     how the page reads its inbox: 'auto' (the default: the
+//                              WebSocket at /inbox/ws, else long polling), 'websocket' or
+//                              'long-polling'. #transport shows the one in use.
 // ICE servers (STUN, and TURN with fresh credentials) come from the server's
 // /ice-servers; a server without any configured hands out none, fine on a LAN.
 
@@ -42,6 +45,7 @@ function demoPassword(name) {
 function demoChannel(from, to) {
   return new SignalingChannel({
     server: demoParam('server', ''), from, to, password: demoPassword(from), autoConnect: false,
+    transport: demoParam('transport', 'auto'),
   });
 }
 
@@ -51,19 +55,27 @@ function demoCallOptions(options) {
   return {iceServers: 'auto', configuration, ...options};
 }
 
-/** A link to this demo's other page, with the names swapped (and the same ?server= and ?relay=). */
+/** A link to this demo's other page, with the names swapped (and the same ?server=, ?relay=, ?transport=). */
 function demoPeerLink(page, params) {
   const url = new URL(page, location.href);
-  for (const key of ['server', 'relay']) if (demoParams.has(key)) url.searchParams.set(key, demoParams.get(key));
+  for (const key of ['server', 'relay', 'transport']) if (demoParams.has(key)) url.searchParams.set(key, demoParams.get(key));
   for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
   return url.href;
 }
 
-/** Mirror the call's connection state and errors into #state and #error. */
+/** Mirror the call's connection state, errors and the channel's transport into #state, #error and #transport. */
 function demoShowState(call, channel) {
   const state = document.getElementById('state');
   const error = document.getElementById('error');
+  const transport = document.getElementById('transport');
   const show = (text) => { state.textContent = text; state.dataset.state = text; };
+  const showTransport = () => {
+    if (!transport) return;
+    transport.textContent = channel.transport || 'not yet decided';
+    transport.dataset.transport = channel.transport || '';
+  };
+  channel.addEventListener('transport', showTransport);
+  showTransport();
   call.addEventListener('statechange', (e) => {
     show(e.detail);
     if (e.detail === 'connected') error.textContent = '';

@@ -117,3 +117,53 @@ class Inbox:
             while text not in self.messages:
                 self.changed.clear()
                 await self.changed.wait()
+
+
+# Many pages in one context: only one is in front, and requestAnimationFrame (playwright's
+# default polling, and its click's stability check) is throttled in the others. These
+# poll on a timer and submit the chat form directly.
+
+
+async def wait_states(pages: list[Any], state: str, timeout_ms: float = 20_000) -> None:
+    """Wait until every page's #state reads `state`, checking all pages at once."""
+    await asyncio.gather(
+        *(
+            page.wait_for_function(
+                "(state) => document.getElementById('state')?.dataset.state === state",
+                arg=state,
+                polling=100,
+                timeout=timeout_ms,
+            )
+            for page in pages
+        )
+    )
+
+
+async def chat_submit(page: Any, text: str, timeout_ms: float = 20_000) -> None:
+    """chat_say for a page that may be in the background: type `text` and submit the form."""
+    await page.wait_for_function(
+        "() => !document.getElementById('message').disabled", polling=100, timeout=timeout_ms
+    )
+    await page.evaluate(
+        """(text) => {
+          document.getElementById('message').value = text;
+          document.getElementById('chat').requestSubmit();
+        }""",
+        text,
+    )
+
+
+async def wait_chat_lines(pages: list[Any], kind: str, texts: list[str], timeout_ms: float = 20_000) -> None:
+    """wait_chat_line for many pages at once: page i shows a line of `kind` reading texts[i]."""
+    await asyncio.gather(
+        *(
+            page.wait_for_function(
+                """([kind, text]) => [...document.querySelectorAll('#log li.' + kind)]
+                     .some((li) => li.textContent === text)""",
+                arg=[kind, text],
+                polling=100,
+                timeout=timeout_ms,
+            )
+            for page, text in zip(pages, texts, strict=True)
+        )
+    )
