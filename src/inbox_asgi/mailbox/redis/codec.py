@@ -42,18 +42,29 @@ _HEAD = struct.Struct(">II")
 
 
 def encode_message(message: Message) -> bytes:
+    """The stored form; SEND prefixes `<id>:` when it accepts a message, and a put-back keeps it.
+
+    The old form, without the prefix, starts with a sender length's high byte (never an
+    ASCII digit: that would be a sender of 768 MiB), so both decode.
+    """
     sender = message.sender.encode()
     content_type = message.content_type
     head = _HEAD.pack(len(sender), 0 if content_type is None else len(content_type) + 1)
-    return b"".join((head, sender, content_type or b"", message.body))
+    encoded = b"".join((head, sender, content_type or b"", message.body))
+    return b"%d:%b" % (message.id, encoded) if message.id else encoded
 
 
 def decode_message(raw: bytes) -> Message:
-    sender_size, type_size = _HEAD.unpack_from(raw)
-    start = _HEAD.size + sender_size
-    sender = raw[_HEAD.size : start].decode()
+    message_id = offset = 0
+    if raw[:1].isdigit():
+        offset = raw.index(b":")
+        message_id = int(raw[:offset])
+        offset += 1
+    sender_size, type_size = _HEAD.unpack_from(raw, offset)
+    start = offset + _HEAD.size + sender_size
+    sender = raw[offset + _HEAD.size : start].decode()
     content_type = None
     if type_size:
         content_type = raw[start : start + type_size - 1]
         start += type_size - 1
-    return Message(sender, raw[start:], content_type)
+    return Message(sender, raw[start:], content_type, message_id)

@@ -30,6 +30,14 @@ Same rules as the in-memory backend, across processes:
   of its own, so the limit holds across every process; a new inbox takes its
   place in its network's index first, then in the global one (the other way
   round, a client over its limit would leave places taken in the global index);
+- an open WebSocket (`attach`, `RedisSocket`) is its inbox's reader like a
+  waiting GET (same token, wake-ups, TTL refresh, superseding across
+  processes), but reads without taking: the messages it was sent stay at the
+  front of the queue, counted as in flight, until its client acknowledges
+  them; so a socket whose process dies loses nothing, and whoever reads the
+  inbox next (a newer GET or socket, on any process) gets them first, in order
+  (see `redis_scripts`: TAKE, ACK, RELEASE). Message ids are a counter per
+  inbox, stored with each message;
 - Redis errors become `BackendUnavailable` (503) within the socket timeout;
   on a Cluster only for the requests whose inboxes live on the failing node;
   a lost subscription is re-established, and every local reader it served
@@ -48,9 +56,11 @@ Same rules as the in-memory backend, across processes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -70,8 +80,18 @@ from inbox_asgi.mailbox.errors import (
     TooManyInboxesFromClient,
     WrongPassword,
 )
-from inbox_asgi.mailbox.interface import Disconnected, Gone, MailboxStats, Message, never_gone
-from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader
+from inbox_asgi.mailbox.interface import (
+    SOCKET_WINDOW,
+    Disconnected,
+    Gone,
+    MailboxStats,
+    Message,
+    ReaderEnded,
+    ShuttingDown,
+    Superseded,
+    never_gone,
+)
+from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader, loop_time
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.redis.codec import (
     decode_message,
@@ -83,16 +103,19 @@ from inbox_asgi.mailbox.redis.codec import (
 )
 from inbox_asgi.mailbox.redis.connection import connect
 from inbox_asgi.mailbox.redis.scripts import (
+    ACK,
     CLAIM,
     COUNT,
     ENTER,
     HOLD_MS,
     LEAVE,
     REFRESH,
+    RELEASE,
     REQUEUE,
     RESERVE,
     SEND,
     SETTLE,
+    TAKE,
     TOUCH,
     Call,
 )
@@ -112,6 +135,11 @@ SETTLE_RETRY = 0.2
 #: Longest a GET without long polling waits behind a message held for an earlier
 #: GET (settled within milliseconds unless that GET's process died).
 HELD_WAIT = 1.0
+
+#: How long an open socket's wait lasts before it looks again (only a bound on one timer).
+SOCKET_PARK = 3600.0
+#: Seconds before an open socket tries again to read while Redis fails.
+SOCKET_RETRY = 0.5
 
 #: What `_run` raises: Redis is unreachable or failing, or out of memory.
 StoreError = (BackendUnavailable, StoreFull)
@@ -273,6 +301,41 @@ class RedisMailbox:
         except StoreError:
             logger.error("could not put back a message for %r: Redis unavailable", recipient)
 
+    async def attach(self, credentials: Credentials, *, window: int = SOCKET_WINDOW) -> RedisSocket:
+        """Open (or create) the inbox with an open socket as its reader, on whichever process.
+
+        ENTER in "socket" mode: an older reader (a GET or a socket, anywhere) is
+        woken superseded and a socket's unacknowledged messages are queued again.
+        """
+        name = credentials.username
+        if self.store.cluster is None:  # the token's form depends on the mode
+            try:
+                await self.store.ready()
+            except RedisError as error:
+                await self._failed(error)
+        token = self.subscriptions.token_prefix() + b"%d" % next(self._tokens)
+        waiter = Waiter(token, name, inbox_keys(name, self.prefix))
+        # Registered before the script runs, so no wake-up can arrive unheard.
+        self._waiters[token] = waiter
+        try:
+            # Random, not counted: an inbox created anew must not repeat the generation
+            # (and ids) a client saw before.
+            reply = await self._enter(credentials, b"socket", token, secrets.randbits(52) | 1)
+        except BaseException:
+            del self._waiters[token]
+            raise
+        waiter.active = True
+        waiter.refreshed = anyio.current_time()
+        self._active += 1
+        channel = b""
+        if self.subscriptions.sharded:
+            channel = wake_channel(waiter.keys[0])
+            self.subscriptions.watch(channel, token)
+        socket = RedisSocket(self, waiter, int(reply[2]), window, channel)
+        if self._closed:
+            waiter.wake(CLOSED)
+        return socket
+
     async def run(self) -> None:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self.subscriptions.run)
@@ -303,7 +366,9 @@ class RedisMailbox:
 
     # -- reading -----------------------------------------------------------------
 
-    async def _enter(self, credentials: Credentials, mode: bytes, token: bytes) -> list[Any]:
+    async def _enter(
+        self, credentials: Credentials, mode: bytes, token: bytes, inbox_generation: int = 0
+    ) -> list[Any]:
         """Run ENTER: check or create the inbox, then (mode) read or register a reader."""
         name, password = credentials.username, credentials.password
         keys = inbox_keys(name, self.prefix)
@@ -311,7 +376,8 @@ class RedisMailbox:
         for _ in range(4):
             salt = self._salts.get(name)
             expected = PasswordDigest.of(password, salt).to_bytes() if salt is not None else b""
-            call: Call = (ENTER, keys, (expected, create, self.ttl_ms, mode, score, token, net))
+            args: tuple[bytes | int, ...] = (expected, create, self.ttl_ms, mode, score, token, net)
+            call: Call = (ENTER, keys, (*args, inbox_generation) if inbox_generation else args)
             generation, started = self.store.generation, time.monotonic()
             reply = await self._taking(name, token, call)
             status = reply[0]
@@ -567,6 +633,117 @@ class RedisMailbox:
         if now - self._last_outage_log > 10:
             self._last_outage_log = now
             logger.warning("%s", text)
+
+
+class RedisSocket:
+    """An open WebSocket as the reader of one Redis inbox (see `interface.InboxSocket`).
+
+    Its Waiter is registered like a waiting GET's, so SEND, SETTLE and the TTL
+    refresh wake it and a newer reader anywhere supersedes it. What it takes
+    stays at the front of the queue in Redis until ACK, so here it keeps only
+    the ids in flight, to count an ack.
+    """
+
+    __slots__ = (
+        "_channel",
+        "_closed",
+        "_ended",
+        "_left",
+        "_mailbox",
+        "generation",
+        "in_flight",
+        "waiter",
+        "window",
+    )
+
+    def __init__(
+        self, mailbox: RedisMailbox, waiter: Waiter, generation: int, window: int, channel: bytes
+    ) -> None:
+        self._mailbox = mailbox
+        self.waiter = waiter
+        self.generation = generation
+        self.window = window
+        self._channel = channel
+        #: Ids taken, in order, and not acknowledged.
+        self.in_flight: list[int] = []
+        self._ended: type[ReaderEnded] | None = None
+        self._closed = False
+        #: What the parked wait watches for its client leaving: the endpoint cancels
+        #: the wait instead, so this never completes.
+        self._left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def take(self) -> list[Message]:
+        mailbox, waiter = self._mailbox, self.waiter
+        while self._ended is None:
+            if mailbox._closed:
+                self._ended = ShuttingDown
+                break
+            room = self.window - len(self.in_flight)
+            park = SOCKET_PARK
+            if room > 0:
+                call: Call = (TAKE, waiter.keys, (waiter.token, room))
+                try:
+                    reply = (await mailbox._run([call]))[0]
+                except StoreError:
+                    park = SOCKET_RETRY  # Redis fails: the messages wait there; look again soon
+                else:
+                    if reply[0] == b"messages":
+                        messages = [decode_message(raw) for raw in reply[2]]
+                        self.in_flight += [message.id for message in messages]
+                        return messages
+                    if reply[0] == b"superseded":
+                        self._ended = Superseded
+                        break
+            with waiter.parked(loop_time() + park, self._left_future):
+                await waiter.woken()
+            why = waiter.woke()
+            if why == SUPERSEDED:
+                self._ended = Superseded  # the newer reader's ENTER queued our messages again
+            elif why == CLOSED or mailbox._closed:
+                self._ended = ShuttingDown
+        raise self._ended
+
+    async def ack(self, upto: int) -> None:
+        in_flight = self.in_flight
+        done = 0
+        for message_id in in_flight:
+            if message_id > upto:
+                break
+            done += 1
+        if done:
+            was_full = len(in_flight) >= self.window
+            del in_flight[:done]
+            waiter = self.waiter
+            call: Call = (ACK, waiter.keys, (waiter.token, done))
+            with anyio.CancelScope(shield=True):  # Redis and this list must agree on what is in flight
+                await self._mailbox._run([call])
+            if was_full:
+                waiter.wake(MAIL)  # room again: take() looks at the queue
+
+    async def close(self) -> None:
+        """Stop reading: RELEASE queues the unacknowledged messages again (they are at the front)."""
+        if self._closed:
+            return
+        self._closed = True
+        mailbox, waiter = self._mailbox, self.waiter
+        if self._ended is None:
+            self._ended = ReaderEnded
+        try:
+            if self._ended is not Superseded:  # superseded: the newer reader released them
+                with anyio.CancelScope(shield=True), contextlib.suppress(*StoreError, RedisError):
+                    call: Call = (RELEASE, waiter.keys, (waiter.token, mailbox.ttl_ms))
+                    reply = (await mailbox._run([call]))[0]
+                    await mailbox._record([_index_entry(waiter.name, reply)])
+        finally:
+            # If RELEASE failed, the messages still wait at the front: the next reader gets them.
+            del mailbox._waiters[waiter.token]
+            mailbox._active -= 1
+            if self._channel:
+                mailbox.subscriptions.unwatch(self._channel, waiter.token)
+            waiter.wake(CLOSED)
+
+    def _left_future(self) -> asyncio.Future[None]:
+        return self._left
 
 
 def _command(call: Call) -> Command:

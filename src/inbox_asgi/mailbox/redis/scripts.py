@@ -9,10 +9,29 @@ Keys of one inbox (both carry the same hash tag, so they share a Cluster slot):
   ``hand`` (set while the message at the head of the queue is being handed to
   that reader, so it does not count against the capacity) and, while a message
   is held (below), ``held`` (the token it is held for), ``hdl`` (until when,
-  Redis time in ms) and ``hm`` (the message);
+  Redis time in ms) and ``hm`` (the message); ``id`` (the id of the last message
+  accepted), and for WebSockets ``gen`` (the inbox's generation, drawn when a
+  socket first opens it), ``sock`` (the token of the socket reading it, also its
+  ``reader``), ``fl`` (how many messages at the front of the queue that socket
+  holds unacknowledged), ``full`` (set while its window is full: it is not
+  waiting, so a message for it is queued, against capacity) and ``mix`` (set
+  when a put-back went behind them);
 - ``KEYS[2]`` ``<prefix>:{<tag>}:q`` — a list, the queued messages, oldest first.
 
 Both keys carry the inbox's TTL: Redis deletes an unread inbox by itself.
+
+A message is stored as ``<id>:`` followed by its encoding (`codec`): SEND gives
+it the next id of its inbox, and it keeps it when it is put back.
+
+An open WebSocket is its inbox's reader (``reader`` and ``sock``, one token)
+and reads without taking anything off the queue: TAKE hands it the messages
+after the first ``fl`` and counts them in ``fl``, ACK pops the acknowledged
+ones off the front. Its unacknowledged messages never leave the queue, so
+nothing is lost whatever happens to its process: a newer GET or socket (ENTER)
+or its own close (RELEASE) just forgets ``fl`` and they are queued again, at
+the front and in order. A message put back (a GET's) while a socket holds
+some goes right behind them (the socket reads it next, as in memory mode) and
+sets ``mix``: when the socket lets go, the queue is sorted by id again.
 
 A reader token is ``<wake channel>|<counter>``; scripts wake a reader by
 publishing ``M<token>`` (a message may be there: claim it) or ``S<token>``
@@ -102,7 +121,14 @@ local function with_net(score)
   return score, redis.call('HGET', KEYS[1], 'net') or ''
 end
 local function put_back(message)
-  redis.call('LPUSH', KEYS[2], message)
+  -- at the front, but behind what an open socket holds unacknowledged
+  local fl = tonumber(redis.call('HGET', KEYS[1], 'fl') or '0')
+  if fl > 0 then
+    redis.call('LINSERT', KEYS[2], 'AFTER', redis.call('LINDEX', KEYS[2], fl - 1), message)
+    redis.call('HSET', KEYS[1], 'mix', '1')
+  else
+    redis.call('LPUSH', KEYS[2], message)
+  end
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 end
@@ -125,6 +151,33 @@ local function take(token)
   end
   return message
 end
+local function message_id(message)
+  return tonumber(string.match(message, '^(%d+):') or '0')
+end
+local function release()
+  -- the open socket no longer reads: what it holds unacknowledged is simply
+  -- queued again (it never left the front); after a put-back behind it, the
+  -- queue is sorted by id again (stable: messages without an id keep their place)
+  if not redis.call('HGET', KEYS[1], 'sock') then return end
+  local mix = redis.call('HGET', KEYS[1], 'mix')
+  redis.call('HDEL', KEYS[1], 'sock', 'fl', 'mix', 'full')
+  if not mix then return end
+  local all = redis.call('LRANGE', KEYS[2], 0, -1)
+  local keyed = {}
+  for i, m in ipairs(all) do keyed[i] = {message_id(m), i, m} end
+  table.sort(keyed, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local ttl = redis.call('PTTL', KEYS[2])
+  redis.call('DEL', KEYS[2])
+  for i = 1, #keyed, 1000 do
+    local chunk = {}
+    for j = i, math.min(i + 999, #keyed) do chunk[#chunk + 1] = keyed[j][3] end
+    redis.call('RPUSH', KEYS[2], unpack(chunk))
+  end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
 local function over_maxmemory_too()
   -- Redis refuses a script's first write that may grow memory (RPUSH, HSET...)
   -- while over maxmemory, but never stops a script that already wrote. This
@@ -138,21 +191,29 @@ local function push(command, message, capacity)
   -- (a reader waiting behind a held message is woken when the hold is settled).
   -- Only a message that waits in the queue is refused when Redis is out of
   -- memory (maxmemory): not a hand-off, and never a put-back.
+  -- A message sent gets the inbox's next id; a put-back keeps its own.
   if redis.call('EXISTS', KEYS[1]) == 0 then return 'missing' end
-  local state = redis.call('HMGET', KEYS[1], 'reader', 'hand')
+  local state = redis.call('HMGET', KEYS[1], 'reader', 'hand', 'fl', 'full')
   local reader, hand = state[1], state[2]
-  local handing = reader and not hand and not holder()
+  -- (a socket whose window is full is not waiting: like a busy reader)
+  local handing = reader and not hand and not state[4] and not holder()
   -- capacity is nil for a put-back (never refused); 0 is true in Lua, so
-  -- -inbox-capacity 0 refuses everything but a hand-off, as intended
+  -- -inbox-capacity 0 refuses everything but a hand-off, as intended. What an
+  -- open socket holds unacknowledged is not queued.
   if capacity and not handing then
-    local queued = redis.call('LLEN', KEYS[2])
+    local queued = redis.call('LLEN', KEYS[2]) - tonumber(state[3] or '0')
     if hand then queued = queued - 1 end
     if queued >= capacity then return 'full' end
   end
   if handing or not capacity then over_maxmemory_too() end
-  redis.call(command, KEYS[2], message)
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  if command == 'RPUSH' then
+    local id = redis.call('HINCRBY', KEYS[1], 'id', 1)
+    redis.call('RPUSH', KEYS[2], string.format('%.0f', id) .. ':' .. message)
+    local ttl = redis.call('PTTL', KEYS[1])
+    if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+  else
+    put_back(message)
+  end
   if handing then
     redis.call('HSET', KEYS[1], 'hand', '1')
     wake(reader, 'M')
@@ -168,9 +229,11 @@ end
 #: oldest message is held for an earlier GET) or "wait" (read, or else register
 #: as the waiting reader), index score reserved for a new inbox, the GET's token
 #: (a message taken is held for it; see SETTLE), the per-network index a new
-#: inbox counts in ("" for none).
+#: inbox counts in ("" for none), and for "socket" mode (an open WebSocket becomes
+#: the reader, see TAKE) the generation to give an inbox that has none.
 #: → {"missing"} | {"password", stored} | {"ok", 0, ttl ms}
 #:   | {"message", score, m, net} | {"empty", score, net} | {"waiting", score, net}
+#:   | {"socket", score, generation, net}
 _ENTER_LUA = (
     _COMMON
     + """
@@ -191,9 +254,18 @@ if mode == 'open' then return {'ok', 0, redis.call('PTTL', KEYS[1])} end
 over_maxmemory_too()
 local old = redis.call('HGET', KEYS[1], 'reader')
 if old then
-  -- newest reader wins: the older one, wherever it waits, answers 204
+  -- newest reader wins: the older one, wherever it waits, answers 204 (a
+  -- socket closes with 4409, its unacknowledged messages queued again)
   wake(old, 'S')
   redis.call('HDEL', KEYS[1], 'reader', 'hand')
+end
+release()
+if mode == 'socket' then
+  -- an open socket becomes the reader; the inbox's generation is drawn once
+  redis.call('HSET', KEYS[1], 'reader', ARGV[6], 'sock', ARGV[6])
+  redis.call('HSETNX', KEYS[1], 'gen', ARGV[8])
+  local score, net = with_net(expire(ARGV[3]))
+  return {'socket', score, redis.call('HGET', KEYS[1], 'gen'), net}
 end
 -- behind a held message (an earlier GET's, not settled yet) nothing is taken:
 -- it may come back to the front; a waiting reader is woken once it is settled
@@ -260,7 +332,8 @@ _REFRESH_LUA = (
     + """
 if redis.call('HGET', KEYS[1], 'reader') ~= ARGV[1] then return {'superseded', 0} end
 local score, net = with_net(expire(ARGV[2]))
-if not holder() and redis.call('LLEN', KEYS[2]) > 0 then return {'message', score, net} end
+local ahead = tonumber(redis.call('HGET', KEYS[1], 'fl') or '0')
+if not holder() and redis.call('LLEN', KEYS[2]) > ahead then return {'message', score, net} end
 return {'ok', score, net}
 """
 )
@@ -292,6 +365,62 @@ _REQUEUE_LUA = (
     _COMMON
     + """
 return push('LPUSH', ARGV[1], nil)
+"""
+)
+
+#: An open socket takes up to ARGV[2] messages after those it holds (they stay
+#: in the queue, counted in ``fl``, until ACK), unless a newer reader took over;
+#: behind a message held for a GET it takes nothing (it is woken when that is settled).
+#: ARGV: token, room. → {"messages", 0, {m...}} | {"waiting", 0} | {"superseded", 0}
+_TAKE_LUA = (
+    _COMMON
+    + """
+if redis.call('HGET', KEYS[1], 'sock') ~= ARGV[1] then return {'superseded', 0} end
+over_maxmemory_too()
+redis.call('HDEL', KEYS[1], 'hand')
+if holder() then return {'waiting', 0} end
+local fl = tonumber(redis.call('HGET', KEYS[1], 'fl') or '0')
+local batch = redis.call('LRANGE', KEYS[2], fl, fl + tonumber(ARGV[2]) - 1)
+if #batch == 0 then return {'waiting', 0} end
+redis.call('HSET', KEYS[1], 'fl', fl + #batch)
+if #batch == tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'full', '1') end
+return {'messages', 0, batch}
+"""
+)
+
+#: An open socket's client acknowledged its first ARGV[2] messages: off the queue.
+#: ARGV: token, count. → 1, or 0 if the socket no longer reads (they come again)
+_ACK_LUA = (
+    _COMMON
+    + """
+if redis.call('HGET', KEYS[1], 'sock') ~= ARGV[1] then return 0 end
+over_maxmemory_too()
+local fl = tonumber(redis.call('HGET', KEYS[1], 'fl') or '0')
+local done = math.min(fl, tonumber(ARGV[2]))
+if done > 0 then
+  redis.call('LTRIM', KEYS[2], done, -1)
+  redis.call('HDEL', KEYS[1], 'full')
+  if fl > done then
+    redis.call('HSET', KEYS[1], 'fl', fl - done)
+  else
+    redis.call('HDEL', KEYS[1], 'fl', 'mix')
+  end
+end
+return 1
+"""
+)
+
+#: An open socket closes: what it holds unacknowledged is queued again (it is at
+#: the front already), and its inbox's clock restarts (closing counts as a read).
+#: ARGV: token, ttl ms. → {"left", score, net} | {"left", 0}
+_RELEASE_LUA = (
+    _COMMON
+    + """
+if redis.call('HGET', KEYS[1], 'sock') ~= ARGV[1] then return {'left', 0} end
+over_maxmemory_too()
+release()
+redis.call('HDEL', KEYS[1], 'reader', 'hand')
+return {'left', with_net(expire(ARGV[2]))}
 """
 )
 
@@ -380,7 +509,10 @@ SETTLE = Script.of(_SETTLE_LUA)
 RESERVE = Script.of(_RESERVE_LUA)
 TOUCH = Script.of(_TOUCH_LUA)
 COUNT = Script.of(_COUNT_LUA)
-SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, SETTLE, RESERVE, TOUCH, COUNT)
+TAKE = Script.of(_TAKE_LUA)
+ACK = Script.of(_ACK_LUA)
+RELEASE = Script.of(_RELEASE_LUA)
+SCRIPTS = (ENTER, SEND, CLAIM, LEAVE, REFRESH, REQUEUE, SETTLE, RESERVE, TOUCH, COUNT, TAKE, ACK, RELEASE)
 
 #: (script, keys, arguments)
 Call = tuple[Script, Sequence[bytes], Sequence[bytes | int]]
