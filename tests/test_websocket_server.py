@@ -24,7 +24,7 @@ from inbox_asgi.client import InboxClient
 from inbox_asgi.http.websocket import frame_limit
 
 from .redis_support import RedisServer
-from .support import ServerProcess, basic
+from .support import ServerProcess, UpgradeStrippingProxy, basic
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -133,11 +133,11 @@ async def test_the_python_client_reads_over_a_socket_and_drops_repeats_after_a_c
         assert await reader.receive(timeout=0.2) is None
 
 
-async def test_auto_uses_the_socket_and_falls_back_to_long_polls_where_it_is_refused(
+async def test_auto_uses_the_socket_on_both_backends(
     real_server: Callable[..., ServerProcess], redis_server: RedisServer
 ) -> None:
     redis_server.flush()
-    for flags, socket in (((), True), (("-redis-url", redis_server.url), False)):
+    for flags in ((), ("-redis-url", redis_server.url)):
         server = real_server(*flags, "-long-polling-timeout", "1")
         reader = InboxClient(server.base_url, "r", "pw", verify=str(server.ca_path), transport="auto")
         sender = InboxClient(server.base_url, "s", "pw", verify=str(server.ca_path))
@@ -146,9 +146,28 @@ async def test_auto_uses_the_socket_and_falls_back_to_long_polls_where_it_is_ref
             await sender.send("r", "hello")
             message = await reader.receive(timeout=10)
             assert message is not None and message.data == b"hello"
-            assert (reader.transport, reader._ws is not None) == (
-                ("auto", True) if socket else ("long-polling", False)
-            )
+            assert (reader.transport, reader._ws is not None) == ("auto", True)
+
+
+async def test_auto_falls_back_to_long_polls_behind_a_proxy_without_upgrades(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    server = real_server("-long-polling-timeout", "1", tls=False)
+    proxy = UpgradeStrippingProxy(server.address[1])
+    await proxy.start()
+    try:
+        url = f"http://127.0.0.1:{proxy.port}"
+        reader = InboxClient(url, "r", "pw", transport="auto")
+        sender = InboxClient(url, "s", "pw")
+        async with reader, sender:
+            assert await reader.receive(timeout=0.3) is None
+            await sender.send("r", "hello")
+            message = await reader.receive(timeout=10)
+            assert message is not None and message.data == b"hello"
+            assert (reader.transport, reader._ws is not None) == ("long-polling", False)
+        assert proxy.upgrades_refused >= 1
+    finally:
+        await proxy.stop()
 
 
 async def test_an_open_socket_outlives_the_header_timeout_that_closes_a_silent_one(

@@ -19,7 +19,7 @@ import pytest
 
 from inbox_asgi import tokens
 
-from ..support import ServerProcess, start_server
+from ..support import ServerProcess, UpgradeStrippingProxy, start_server
 from .conftest import PUBLIC
 from .pages import chat_say, chat_submit, unique, wait_chat_line, wait_chat_lines, wait_states
 
@@ -123,53 +123,6 @@ async def test_eight_long_polling_pairs_in_one_browser_stall(slow_polls: ServerP
     assert await transport_shown(pages[0]) == "long-polling"
     for task in loads:
         task.cancel()
-
-
-class UpgradeStrippingProxy:
-    """A TCP proxy that, like an old HTTP proxy, drops the Upgrade and Connection headers.
-
-    A WebSocket handshake then reaches the server as a plain GET and fails; every
-    other request passes through unchanged.
-    """
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.upgrades_refused = 0
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.split(b"\r\n")
-            if any(line.lower().startswith(b"upgrade:") for line in lines):
-                self.upgrades_refused += 1
-                kept = [line for line in lines if not line.lower().startswith((b"upgrade:", b"connection:"))]
-                head = b"\r\n".join([*kept[:1], b"Connection: close", *kept[1:]])
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-            up_writer.write(head)
-
-            async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-                with contextlib.suppress(Exception):
-                    while data := await source.read(65536):
-                        sink.write(data)
-                        await sink.drain()
-                with contextlib.suppress(Exception):
-                    sink.close()
-
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        except Exception:
-            writer.close()
 
 
 @pytest.fixture
