@@ -134,7 +134,7 @@ class Mailbox(Protocol):
 
 @runtime_checkable
 class SocketMailbox(Mailbox, Protocol):
-    """A backend that can also hand an inbox to a WebSocket (the in-memory one, so far)."""
+    """A backend that can also hand an inbox to a WebSocket (both built-in ones: memory and Redis)."""
 
     async def attach(self, credentials: Credentials, *, window: int = SOCKET_WINDOW) -> InboxSocket:
         """Open (or create) the caller's inbox with an open socket as its reader.
