@@ -14,8 +14,10 @@ long-lived client renews its token: `InboxClient(url, "alice", fetch_token)`.
 `transport="websocket"` reads the inbox over `/inbox/ws` instead of long polls
 (docs/websocket.md): messages are pushed, acknowledged as `receive` hands
 them out, and repeats after a reconnect are dropped by id. `"auto"` tries the
-socket and falls back to long polling for good if the server refuses it (a
-Redis-mode server, so far). Sending always POSTs. The default is long polling.
+socket and falls back to long polling for good if the server refuses it (an
+older server, a proxy without WebSocket support). Sending always POSTs. The
+default is "auto", as in the JavaScript client, except with an `http=` client
+of your own (an in-process ASGI transport has no socket): then long polling.
 
 Refusals that retrying cannot fix raise at once (`Unauthorized`, `MessageTooLarge`,
 `RecipientNotFound`); a full inbox (503) is retried after its `Retry-After`, and
@@ -148,10 +150,12 @@ class InboxClient:
         retry_for: float = 30.0,
         timeout: float = 10.0,
         http: httpx.AsyncClient | None = None,
-        transport: Transport = "long-polling",
+        transport: Transport | None = None,
     ) -> None:
         if not username or ":" in username:
             raise ValueError("username must be non-empty and cannot contain ':'")
+        if transport is None:
+            transport = "auto" if http is None else "long-polling"
         if transport not in ("auto", "websocket", "long-polling"):
             raise ValueError(f"transport must be auto, websocket or long-polling, got {transport!r}")
         self.username = username
