@@ -41,7 +41,7 @@ def dumps(value: dict[str, Any]) -> str:
 
 
 class WsConnection(asyncio.Protocol):
-    """One socket to /inbox/ws; `on_frames(list of JSON objects)` gets each read's frames at once."""
+    """One socket to /inbox/ws; `listen(on_frames)`: it gets each read's frames (JSON objects) at once."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -49,7 +49,15 @@ class WsConnection(asyncio.Protocol):
         self.upgraded = False
         self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.on_frames: Callable[[list[dict[str, Any]]], None] = lambda frames: None
+        #: Frames that came before `listen` (e.g. with the `ready` frame), handed to it then.
+        self.early: list[dict[str, Any]] = []
+        self.on_frames: Callable[[list[dict[str, Any]]], None] = self.early.extend
+
+    def listen(self, on_frames: Callable[[list[dict[str, Any]]], None]) -> None:
+        """From now on `on_frames` gets each read's frames (first, any that came early)."""
+        self.on_frames = on_frames
+        if self.early:
+            on_frames(self.early)
 
     @classmethod
     async def open(
