@@ -166,8 +166,8 @@ async def test_a_server_restart_answers_1001_and_loses_nothing(real_server: Star
                 await post(via_b, b"%d" % i)
                 await asyncio.sleep(0.005)
 
+        ws, _ = await open_socket(a)  # first: a POST to an inbox not made yet is a 404
         sender = asyncio.create_task(send_all())
-        ws, _ = await open_socket(a)
         seen: list[int] = []
         bodies: list[str] = []
         while len(bodies) < 10:
