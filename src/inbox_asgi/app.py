@@ -36,13 +36,6 @@ from inbox_asgi.mailbox.memory import MemoryMailbox
 
 logger = logging.getLogger("inbox_asgi")
 
-#: The collector's thresholds while serving (Python's default: 700, 10, 10). The objects of
-#: parked long polls and open sockets outlive young collections, and each one walks them
-#: again; a young generation of 20 000 allocations walks them 28x less often. Cyclic garbage
-#: waits a little longer (refcounting frees the rest at once). Measured with bench/ab.py
-#: --ping-pong (docs/performance.md): -17% server CPU per round trip at 100 pairs, -7% at 10.
-GC_THRESHOLDS = (20_000, 20, 20)
-
 #: -public's default: its absence is the normal case for an installed package, not a typo.
 DEFAULT_PUBLIC = next(spec.default for spec in fields(Settings) if spec.name == "public")
 
@@ -165,8 +158,6 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
         # Measured: ~2 µs less user CPU per pairs request (docs/performance.md).
         gc.collect()
         gc.freeze()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(*GC_THRESHOLDS)
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(mailbox.run)
@@ -174,7 +165,6 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
                 mailbox.shutdown()
                 tasks.cancel_scope.cancel()
         finally:
-            gc.set_threshold(*thresholds)
             restore_signals()
             await mailbox.aclose()
 
