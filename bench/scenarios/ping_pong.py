@@ -15,6 +15,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,11 @@ async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
         task.cancel()
     for task in done:
         task.result()
+    return rtt_figures(pairs, round_trips, seconds)
+
+
+def rtt_figures(pairs: int, round_trips: list[float], seconds: float) -> dict[str, Any]:
+    """Round trips per second and RTT percentiles of one run (also bench/scenarios/sockets.py's)."""
     rtts = sorted(round_trips)
     return {
         "pairs": pairs,
@@ -86,13 +92,22 @@ async def ping_pong(port: int, pairs: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def measure(server: Server, pairs: int, seconds: float) -> dict[str, Any]:
+def measure_run(server: Server, run: Coroutine[Any, Any, dict[str, Any]], wall: float) -> dict[str, Any]:
+    """Run one client coroutine against `server`: its figures plus server CPU per round trip.
+
+    The client is one core's Python: at ~100% of a core (`client_cpu_share`, over
+    the run's `wall` seconds) a figure would be the client's, not the server's.
+    """
     cpu, client_cpu = server.cpu_seconds(), time.process_time()
-    result: dict[str, Any] = run_loop(ping_pong(server.port, pairs, seconds))
+    result: dict[str, Any] = run_loop(run)
     trips = max(result["round_trips"], 1)
     result["cpu_us_per_round_trip"] = (server.cpu_seconds() - cpu) * 1e6 / trips
-    # The client is one core's Python: at ~100% of a core the figure is the client's, not the server's.
-    result["client_cpu_share"] = (time.process_time() - client_cpu) / (seconds + 1)
+    result["client_cpu_share"] = (time.process_time() - client_cpu) / wall
+    return result
+
+
+def measure(server: Server, pairs: int, seconds: float) -> dict[str, Any]:
+    result = measure_run(server, ping_pong(server.port, pairs, seconds), seconds + 1)
     result["server"] = server.name
     return result
 

@@ -28,6 +28,22 @@ from harness import (
 )
 
 
+async def post_to_readers(port: int, count: int, senders: int, source: str | None) -> None:
+    """One message to each of `reader0`…, from `senders` connections; the body says when it left."""
+
+    async def sender(number: int) -> None:
+        connection = await Connection.open(port, source=source)
+        for i in range(number, count, senders):
+            body = b"%d %f" % (i, time.monotonic())
+            response = await connection.request(
+                build("POST", f"/inbox?to=reader{i}", f"sender{number}", body)
+            )
+            if response.status != 200:
+                raise RuntimeError(f"POST to reader{i} got {response.status}")
+        connection.close(reset=True)
+
+    await asyncio.gather(*(sender(n) for n in range(senders)))
+
 async def waiting_readers(server: Server, count: int, senders: int, source: str) -> dict[str, Any]:
     port = server.port
     rss_before = server.rss_kib()
@@ -68,19 +84,8 @@ async def waiting_readers(server: Server, count: int, senders: int, source: str)
     for i, future in enumerate(results):
         future.add_done_callback(lambda future, i=i: arrived(i, future))
 
-    async def sender(number: int) -> None:
-        connection = await Connection.open(port, source=source)
-        for i in range(number, count, senders):
-            body = b"%d %f" % (i, time.monotonic())
-            response = await connection.request(
-                build("POST", f"/inbox?to=reader{i}", f"sender{number}", body)
-            )
-            if response.status != 200:
-                raise RuntimeError(f"POST to reader{i} got {response.status}")
-        connection.close(reset=True)
-
     started = time.monotonic()
-    await asyncio.gather(*(sender(n) for n in range(senders)))
+    await post_to_readers(port, count, senders, source)
     await asyncio.wait(results, timeout=30)
     elapsed = time.monotonic() - started
     after = await metrics(port)

@@ -48,6 +48,8 @@ from harness import (
 from ws_client import WsConnection, dumps
 
 from scenarios.ping_pong import measure as long_poll_measure
+from scenarios.ping_pong import measure_run, rtt_figures
+from scenarios.readers import post_to_readers
 
 _runs = count()
 BURST = 20
@@ -112,24 +114,11 @@ async def socket_ping_pong(port: int, pairs: int, seconds: float) -> dict[str, A
         connection.close(reset=True)
     if errors:
         raise RuntimeError(f"error frames: {errors[:3]}")
-    rtts = sorted(round_trips)
-    return {
-        "pairs": pairs,
-        "round_trips": len(rtts),
-        "round_trips_per_s": len(rtts) / seconds,
-        "p50_ms": percentile(rtts, 50) * 1000,
-        "p99_ms": percentile(rtts, 99) * 1000,
-        "max_ms": rtts[-1] * 1000 if rtts else 0.0,
-    }
+    return rtt_figures(pairs, round_trips, seconds)
 
 
 def socket_measure(server: Server, pairs: int, seconds: float) -> dict[str, Any]:
-    cpu, client_cpu = server.cpu_seconds(), time.process_time()
-    result: dict[str, Any] = run_loop(socket_ping_pong(server.port, pairs, seconds))
-    trips = max(result["round_trips"], 1)
-    result["cpu_us_per_round_trip"] = (server.cpu_seconds() - cpu) * 1e6 / trips
-    result["client_cpu_share"] = (time.process_time() - client_cpu) / (seconds + 0.6)
-    return result
+    return measure_run(server, socket_ping_pong(server.port, pairs, seconds), seconds + 0.6)
 
 
 FIGURES = ("round_trips_per_s", "p50_ms", "p99_ms", "max_ms", "cpu_us_per_round_trip", "client_cpu_share")
@@ -418,20 +407,9 @@ async def idle_sockets(server: Server, total: int, senders: int, source: str) ->
     rss_waiting = server.rss_kib()
     attached = (await metrics(port)).get("inbox_waiting_readers", -1)
 
-    async def sender(number: int) -> None:
-        connection = await Connection.open(port, source=source)
-        for i in range(number, total, senders):
-            body = b"%d %f" % (i, time.monotonic())
-            response = await connection.request(
-                build("POST", f"/inbox?to=reader{i}", f"sender{number}", body)
-            )
-            if response.status != 200:
-                raise RuntimeError(f"POST to reader{i} got {response.status}")
-        connection.close(reset=True)
-
     cpu = server.cpu_seconds()
     started = time.monotonic()
-    await asyncio.gather(*(sender(n) for n in range(senders)))
+    await post_to_readers(port, total, senders, source)
     deadline = time.monotonic() + 30
     while sum(1 for g in got if g) < total and time.monotonic() < deadline:
         await asyncio.sleep(0.01)

@@ -263,15 +263,7 @@ class RedisMailbox:
     ) -> Message | None:
         name = credentials.username
         long_poll = wait > 0 and not self._closed
-        if self.store.cluster is None:  # the token's form depends on the mode
-            try:
-                await self.store.ready()
-            except RedisError as error:
-                await self._failed(error)
-        token = self.subscriptions.token_prefix() + b"%d" % next(self._tokens)
-        waiter = Waiter(token, name, inbox_keys(name, self.prefix))
-        # Registered before the script runs, so no wake-up can arrive unheard.
-        self._waiters[waiter.token] = waiter
+        waiter = await self._registered_waiter(name)
         channel = b""
         try:
             reply = await self._enter(credentials, b"wait" if long_poll else b"read", waiter.token)
@@ -308,15 +300,8 @@ class RedisMailbox:
         woken superseded and a socket's unacknowledged messages are queued again.
         """
         name = credentials.username
-        if self.store.cluster is None:  # the token's form depends on the mode
-            try:
-                await self.store.ready()
-            except RedisError as error:
-                await self._failed(error)
-        token = self.subscriptions.token_prefix() + b"%d" % next(self._tokens)
-        waiter = Waiter(token, name, inbox_keys(name, self.prefix))
-        # Registered before the script runs, so no wake-up can arrive unheard.
-        self._waiters[token] = waiter
+        waiter = await self._registered_waiter(name)
+        token = waiter.token
         try:
             # Random, not counted: an inbox created anew must not repeat the generation
             # (and ids) a client saw before.
@@ -365,6 +350,18 @@ class RedisMailbox:
         await self.store.aclose()
 
     # -- reading -----------------------------------------------------------------
+
+    async def _registered_waiter(self, name: str) -> Waiter:
+        """A new reader of inbox `name`, registered before its script runs so no wake-up is unheard."""
+        if self.store.cluster is None:  # the token's form depends on the mode
+            try:
+                await self.store.ready()
+            except RedisError as error:
+                await self._failed(error)
+        token = self.subscriptions.token_prefix() + b"%d" % next(self._tokens)
+        waiter = Waiter(token, name, inbox_keys(name, self.prefix))
+        self._waiters[token] = waiter
+        return waiter
 
     async def _enter(
         self, credentials: Credentials, mode: bytes, token: bytes, inbox_generation: int = 0
