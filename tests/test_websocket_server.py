@@ -230,3 +230,26 @@ async def test_huge_frames_are_cut_at_the_limit_not_buffered(
     assert set(codes) <= {1009, 0}  # 0: the server closed while the client was still writing
     grown = peak_rss_mib(server) - before
     assert grown < 40, f"peak RSS grew {grown:.0f} MiB"
+
+
+async def test_a_socket_that_never_acks_holds_no_bytes_outside_max_queued_bytes(
+    real_server: Callable[..., ServerProcess],
+) -> None:
+    """Over the wire: with a socket reader that reads but never acks, the store fills at the same
+    -max-queued-bytes as with nobody reading; its window (32 messages) is no room beyond it."""
+    body = b"x" * 10_000
+    cap = 6 * (len(body) + 1 + 200)  # six messages from "s", overhead included
+    server = real_server("-max-queued-bytes", str(cap), "-inbox-capacity", "100")
+    ws, _ = await open_socket(server)
+    try:
+        async with server.async_client() as client:
+            statuses = []
+            for _ in range(40):
+                response = await client.post("/inbox?to=r", content=body, headers=basic("s"))
+                statuses.append(response.status_code)
+        frames = [await next_frame(ws) for _ in range(statuses.count(200))]  # read, never acked
+        assert statuses.count(200) == 6, statuses
+        assert set(statuses[6:]) == {503}
+        assert [frame["body"] for frame in frames] == [body.decode()] * 6
+    finally:
+        await ws.close()

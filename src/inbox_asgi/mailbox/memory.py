@@ -84,9 +84,10 @@ class MemoryMailbox:
 
     Queued messages together hold at most `max_queued_bytes` (see
     `quotas.message_size`): a message beyond it is refused with StoreFull,
-    unless it is handed straight to a waiting reader (like capacity, the limit
+    unless it is handed straight to a waiting GET (like capacity, the limit
     is on what waits in queues) or put back after a failed delivery (a
-    message accepted is never lost). One client network holds at most
+    message accepted is never lost). A socket's unacknowledged messages count
+    until acknowledged, and a message for a socket is not a hand-off. One client network holds at most
     `max_inboxes_per_ip` inboxes (0: no limit; see `quotas.NetworkQuotas`).
     """
 
@@ -130,11 +131,12 @@ class MemoryMailbox:
             raise NoSuchInbox
         reader = inbox.reader
         size = message_size(message)
-        if reader is None:
-            if len(inbox.queue) - (inbox.handed_to is not None) >= self.inbox_capacity:
-                raise InboxFull
-            if self._queued_bytes + size > self.max_queued_bytes:
-                raise StoreFull
+        if reader is None and len(inbox.queue) - (inbox.handed_to is not None) >= self.inbox_capacity:
+            raise InboxFull
+        # A waiting GET takes its message and is gone; a socket keeps what it takes until
+        # acknowledged (counted here until then), so a message for it is held, not passed on.
+        if (reader is None or inbox.socket is not None) and self._queued_bytes + size > self.max_queued_bytes:
+            raise StoreFull
         message.id = self._last_id = self._last_id + 1
         # For a waiting reader the message only passes through the queue: the
         # reader takes it from there, and only if its client is still connected.
