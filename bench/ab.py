@@ -3,6 +3,7 @@
     git archive HEAD src | tar -x -C /tmp/before      # the tree to compare against
     .venv/bin/python bench/ab.py /tmp/before/src src [--connections 50] [--rounds 6]
     .venv/bin/python bench/ab.py /tmp/before/src src --ping-pong 10 [--rounds 6]
+    .venv/bin/python bench/ab.py /tmp/before/src src --ping-pong 10 --sockets   # over /inbox/ws
 
 Both servers run side by side and are loaded in turn, exactly as `run.py`
 compares servers (harness.py's `compare`, pinned, A B then B A ...), so they share the
@@ -18,6 +19,7 @@ import sys
 import harness
 from scenarios.pairs import pairs_requests
 from scenarios.ping_pong import measure
+from scenarios.sockets import socket_measure
 
 
 def server(name: str, source: str, *flags: str) -> harness.Server:
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=6)
     parser.add_argument("--ping-pong", type=int, metavar="PAIRS", help="ping-pong with PAIRS pairs instead")
+    parser.add_argument("--sockets", action="store_true", help="with --ping-pong: over /inbox/ws")
     args = parser.parse_args()
     if args.ping_pong:
         ping_pong_ab(args)
@@ -68,7 +71,7 @@ def ping_pong_ab(args: argparse.Namespace) -> None:
     try:
         for number in range(args.rounds):
             for each in servers if number % 2 == 0 else servers[::-1]:
-                result = measure(each, args.ping_pong, args.duration)
+                result = (socket_measure if args.sockets else measure)(each, args.ping_pong, args.duration)
                 runs[each.name].append(result)
                 print(
                     f"  {each.name}: {result['round_trips_per_s']:7.0f} round trips/s"

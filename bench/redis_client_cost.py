@@ -37,7 +37,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,15 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 from redis.retry import Retry
-from scenarios.redis import CLUSTER_OPTIONS, answers, cluster_port, create_cluster, start_redis, wait_for
+from scenarios.redis import (
+    CLUSTER_OPTIONS,
+    answers,
+    cluster_port,
+    create_cluster,
+    start_redis,
+    stop_redis,
+    wait_for,
+)
 
 from inbox_asgi.mailbox.credentials import Credentials
 from inbox_asgi.mailbox.interface import Message, never_gone
@@ -388,11 +395,7 @@ def main() -> None:
                         flush=True,
                     )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
+        stop_redis(processes, directory)
     report(runs, targets, instructions, args)
 
 

@@ -67,6 +67,15 @@ def create_cluster(ports: Sequence[int]) -> None:
     wait_for(lambda: all(ok in answers(p, "cluster", "info") for p in ports), "cluster")
 
 
+def stop_redis(processes: Sequence[subprocess.Popen[bytes]], directory: Path) -> None:
+    """Stop the redis-servers this run started (by their PIDs) and remove their directory."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(10)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def with_redis(server: Server, processes: list[subprocess.Popen[bytes]]) -> Server:
     server.companions = [process.pid for process in processes]
     return server
@@ -103,11 +112,7 @@ def run(args: argparse.Namespace) -> None:
             stream, 2, args.connections[:1], args, lambda server: run_setup(server, create),
         )  # fmt: skip
     finally:
-        for process in everything:
-            process.send_signal(signal.SIGTERM)
-        for process in everything:
-            process.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
+        stop_redis(everything, directory)
     rows = summarise(runs, "inbox-asgi", ["redis-single", "redis-cluster", "cluster-2-work"])
     memory_cpu = next(row["cpu_us"] for row in rows if row["server"] == "inbox-asgi")
     lines = [

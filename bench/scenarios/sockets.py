@@ -15,7 +15,7 @@
 
     .venv/bin/python bench/run.py sockets --go /tmp/inbox-go/inbox --rounds 3 --duration 4 \
         --readers 1000 10000
-    cd bench && ../.venv/bin/python -m scenarios.sockets /tmp/before/src $PWD/../src 10 6 3   # A/B, 10 pairs
+    .venv/bin/python bench/ab.py /tmp/before/src src --ping-pong 10 --sockets   # A/B, 10 pairs
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from itertools import count
@@ -531,50 +530,3 @@ def run(args: argparse.Namespace) -> None:
 
 
 # -- A/B of two source trees (like bench/ab.py --ping-pong) -----------------------------------------
-
-
-def ab(argv: Sequence[str]) -> None:
-    """`cd bench; python -m scenarios.sockets A/src B/src [PAIRS] [ROUNDS] [SECONDS]`: socket ping-pong.
-
-    Two source trees side by side, loaded in turn (A B, B A, ...), as bench/ab.py does for long polls.
-    """
-    import ab as ab_module
-
-    a_src, b_src, *rest = argv
-    pairs, rounds, seconds = (
-        (int(rest[0]) if rest else 10),
-        (int(rest[1]) if len(rest) > 1 else 6),
-        (float(rest[2]) if len(rest) > 2 else 4),
-    )
-    pin_client()
-    servers = [
-        ab_module.server("A", a_src, "-long-polling-timeout", "30"),
-        ab_module.server("B", b_src, "-long-polling-timeout", "30"),
-    ]
-    runs: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
-    try:
-        for number in range(rounds):
-            for each in servers if number % 2 == 0 else servers[::-1]:
-                result = socket_measure(each, pairs, seconds)
-                runs[each.name].append(result)
-                print(
-                    f"  {each.name}: {result['round_trips_per_s']:7.0f} rt/s"
-                    f" {result['cpu_us_per_round_trip']:6.1f} µs CPU/rt"
-                    f"  p99 {result['p99_ms']:.2f} ms  client {result['client_cpu_share']:.0%}",
-                    flush=True,
-                )
-    finally:
-        for each in servers:
-            each.stop()
-    keys = ("round_trips_per_s", "cpu_us_per_round_trip", "p99_ms")
-    a, b = ({key: statistics.median(run[key] for run in runs[name]) for key in keys} for name in "AB")
-    print(
-        f"medians: A {a['round_trips_per_s']:.0f}/s {a['cpu_us_per_round_trip']:.1f} µs"
-        f" p99 {a['p99_ms']:.2f};"
-        f" B {b['round_trips_per_s']:.0f}/s {b['cpu_us_per_round_trip']:.1f} µs p99 {b['p99_ms']:.2f};"
-        f" B/A CPU {b['cpu_us_per_round_trip'] / a['cpu_us_per_round_trip']:.3f}"
-    )
-
-
-if __name__ == "__main__":
-    ab(sys.argv[1:])
