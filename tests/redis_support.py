@@ -17,8 +17,9 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -274,3 +275,18 @@ def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(boxes: Sequence[Any]) -> AsyncIterator[None]:
+    """Run each RedisMailbox's upkeep until the block ends, each subscribed before it starts; closed after."""
+    try:
+        async with anyio.create_task_group() as tasks:
+            for box in boxes:
+                tasks.start_soon(box.run)
+            await until(lambda: all(box.subscribed for box in boxes))
+            yield
+            tasks.cancel_scope.cancel()
+    finally:
+        for box in boxes:
+            await box.aclose()

@@ -42,7 +42,7 @@ from inbox_asgi.mailbox.redis.mailbox import RedisMailbox
 from inbox_asgi.mailbox.redis.scripts import CLAIM, ENTER, SETTLE
 
 from ...conftest import PUBLIC
-from ...redis_support import RedisServer, until
+from ...redis_support import RedisServer, running, until
 from ...support import basic
 
 pytestmark = pytest.mark.anyio
@@ -77,16 +77,8 @@ async def mailboxes(
     }
     settings.update(options)
     boxes = [RedisMailbox(connect(url or server.url), **settings) for _ in range(count)]
-    try:
-        async with anyio.create_task_group() as tasks:
-            for box in boxes:
-                tasks.start_soon(box.run)
-            await until(lambda: all(box.subscribed for box in boxes))
-            yield boxes
-            tasks.cancel_scope.cancel()
-    finally:
-        for box in boxes:
-            await box.aclose()
+    async with running(boxes):
+        yield boxes
 
 
 async def waiting(box: RedisMailbox) -> int:

@@ -19,7 +19,7 @@ from inbox_asgi.mailbox.redis.codec import decode_message, encode_message, inbox
 from inbox_asgi.mailbox.redis.connection import connect
 from inbox_asgi.mailbox.redis.mailbox import RedisMailbox
 
-from ...redis_support import RedisCluster, RedisServer, until
+from ...redis_support import RedisCluster, RedisServer, running, until
 from .test_mailbox import me, never
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -60,16 +60,8 @@ async def processes(store: Store, count: int = 2, **options: Any) -> AsyncIterat
     }
     settings.update(options)
     boxes = [RedisMailbox(connect(url), **settings) for url in store.urls()[:count]]
-    try:
-        async with anyio.create_task_group() as tasks:
-            for box in boxes:
-                tasks.start_soon(box.run)
-            await until(lambda: all(box.subscribed for box in boxes))
-            yield boxes
-            tasks.cancel_scope.cancel()
-    finally:
-        for box in boxes:
-            await box.aclose()
+    async with running(boxes):
+        yield boxes
 
 
 async def take(socket: InboxSocket, within: float = 5.0) -> list[Message]:
