@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from inbox_asgi.app import build_mailbox
 from inbox_asgi.config import Settings
 from inbox_asgi.server import fences
 from inbox_asgi.server.protocol import HOLD_LIMIT, PIECE, _lean
 
-from ..support import connect_in_process, exchange, request, until
+from .. import support
+from ..support import RecordingTransport, connect_in_process, exchange, request, until
 
 pytestmark = pytest.mark.anyio
 
@@ -207,3 +211,43 @@ def test_probe_notices_a_missing_module_name(monkeypatch: pytest.MonkeyPatch) ->
     paths = fences.probe()
     assert paths.missing == ("httptools_impl.STATUS_LINE",)
     assert not paths.one_write and paths.hold_pipelined and paths.lean_events and paths.lean_pipeline
+
+
+
+class UpgradableTransport(RecordingTransport):
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+
+@pytest.mark.parametrize("ending", ["answered", "parked", "upgraded"])
+async def test_a_closed_connection_is_freed_without_the_collector(
+    ending: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No reference cycle outlives a connection, so its request head (up to -max-header-size)
+    goes with it: the collector thresholds while serving (app.GC_THRESHOLD) rely on that."""
+    monkeypatch.setattr(support, "RecordingTransport", UpgradableTransport)
+    mailbox = build_mailbox(Settings())
+    protocol, transport = connect_in_process(mailbox=mailbox, long_polling=True)
+    if ending == "answered":
+        await exchange(protocol, transport, request("POST", "/inbox?to=r", "s", b"hi"))
+    elif ending == "parked":  # its client leaves while it waits
+        protocol.data_received(request("GET", "/inbox", "r"))
+        await until(lambda: mailbox._waiting == 1)  # type: ignore[attr-defined]
+    else:  # the WebSocket protocol takes the transport over
+        protocol.data_received(
+            b"GET /inbox/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert isinstance(transport.protocol, WebSocketsSansIOProtocol)  # type: ignore[attr-defined]
+    gone = weakref.ref(protocol)
+    gc.disable()
+    try:
+        if ending != "upgraded":
+            protocol.connection_lost(None)
+        del protocol
+        await until(lambda: mailbox._waiting == 0)  # type: ignore[attr-defined]
+        await asyncio.sleep(0)  # the request's task ends
+        assert gone() is None, "the protocol waits for the collector"
+    finally:
+        gc.enable()
+    await mailbox.aclose()

@@ -33,7 +33,7 @@ from inbox_asgi.mailbox.interface import (
     Superseded,
     never_gone,
 )
-from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader, loop_time
+from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.quotas import NetworkQuotas, Quota, message_size
 
@@ -173,7 +173,7 @@ class MemoryMailbox:
             inbox.reader = reader
             self._waiting += 1
             try:
-                with reader.parked(loop_time() + wait, disconnected):
+                with reader.parked(wait, disconnected):
                     await reader.woken()
             except BaseException:  # cancelled: a message handed to it stays first, and counts
                 if inbox.handed_to is reader:
@@ -407,7 +407,7 @@ class MemorySocket:
             if room > 0:
                 inbox.reader = parked  # `send` and `requeue` wake it as they wake a GET
             try:
-                with parked.parked(loop_time() + SOCKET_PARK, self._closed_future):
+                with parked.parked(SOCKET_PARK, self._closed_future):
                     await parked.woken()
             finally:
                 if inbox.reader is parked:

@@ -7,14 +7,14 @@ Whoever wakes it says why with `wake(reason)`; the reader's task then acts on
 the strongest reason given (a weaker one arriving later never hides a
 stronger). A backend parks a reader with::
 
-    with reader.parked(deadline, disconnected):  # deadline on the event loop's clock
+    with reader.parked(timeout, disconnected):  # seconds
         await reader.woken()
     why = reader.woke()
 
 Two ways to wait, chosen by what `disconnected()` gives:
 
 - Under inbox-asgi's own server it gives the connection's closed-future. Then
-  the wait is one asyncio future, the deadline one `loop.call_at` timer and the
+  the wait is one asyncio future, the deadline one `loop.call_later` timer and the
   disconnect a done-callback: nothing else per parked reader, and a wake-up is
   a `set_result`. This is the path every long poll takes in production; it
   replaced an anyio Event plus an anyio cancel scope per wait, whose setup,
@@ -51,11 +51,6 @@ WAITING, MAIL, SUPERSEDED, LEFT, CLOSED = range(5)
 _NO_CONTEXT = contextvars.Context()
 
 
-def loop_time() -> float:
-    """The clock deadlines are on: the running event loop's (anyio's too, on asyncio)."""
-    return asyncio.get_running_loop().time()
-
-
 def _release(waiter: asyncio.Future[None]) -> None:
     """The deadline's timer: end the wait without a reason (WAITING: the deadline passed)."""
     if not waiter.done():
@@ -88,8 +83,12 @@ class ParkedReader:
             self._scope.cancel()  # parked on the client's disconnect itself: see woken()
         # Not parked: `reason` is kept, and the next wait returns at once.
 
-    def parked(self, deadline: float, disconnected: Disconnected) -> ParkedReader:
-        """Arm a wait until `deadline` (see `loop_time`) or until the client leaves."""
+    def parked(self, timeout: float, disconnected: Disconnected) -> ParkedReader:
+        """Arm a wait of at most `timeout` seconds, ended early if the client leaves.
+
+        Relative, not a deadline: the closed-future's loop is at hand, where asking for
+        the running loop's clock costs a getpid() per call on Python 3.11.
+        """
         closed = self._closed = disconnected()
         if isinstance(closed, asyncio.Future):
             loop = closed.get_loop()
@@ -97,9 +96,9 @@ class ParkedReader:
             if self.reason != WAITING or closed.done():
                 waiter.set_result(None)  # woken before it parked, or the client already left
             else:
-                self._timer = loop.call_at(deadline, _release, waiter, context=_NO_CONTEXT)
+                self._timer = loop.call_later(timeout, _release, waiter, context=_NO_CONTEXT)
         else:
-            self._scope = anyio.move_on_at(deadline)
+            self._scope = anyio.move_on_after(timeout)
         return self
 
     def __enter__(self) -> None:

@@ -78,7 +78,7 @@ class _ConnectionState:
     )
 
     def __init__(self, extensions: dict[str, Any]) -> None:
-        self.extensions = extensions
+        self.extensions: dict[str, Any] | None = extensions
         self.phase = IDLE
         self.head_size = 0  # head bytes parsed (URL and complete header lines)
         self.head_raw = 0  # head bytes received while the head was incomplete (see data_received)
@@ -193,6 +193,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             ahead.disconnected = True
             ahead.message_event.set()
         super().connection_lost(exc)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Break this connection's reference cycles, so reference counting frees it now.
+
+        The protocol holds its scope and cycle, and they hold the protocol (the
+        extensions' bound methods, the cycle's on_response): without this a closed
+        connection, request head included (up to -max-header-size), waits for the
+        collector. A request still running keeps what it uses: its cycle and scope
+        reach the protocol, the protocol no longer reaches them.
+        """
+        state = self._state
+        state.ahead = state.extensions = None
+        self.cycle = self.scope = None  # type: ignore[assignment]
+        self.pipeline.clear()
 
     # -- bytes in ------------------------------------------------------------------------
 
@@ -386,6 +401,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._state.phase = UPGRADED
         super().handle_websocket_upgrade()
+        # The WebSocket protocol has the transport now; this one is never told of a close.
+        self._disarm_timer()
+        self._let_go()
+        self.parser = None  # type: ignore[assignment]  # it holds this protocol, as uvicorn's close drops it
 
     def send_400_response(self, msg: str) -> None:
         if not self._state.head_too_large:

@@ -91,7 +91,7 @@ from inbox_asgi.mailbox.interface import (
     Superseded,
     never_gone,
 )
-from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader, loop_time
+from inbox_asgi.mailbox.parking import CLOSED, MAIL, SUPERSEDED, ParkedReader
 from inbox_asgi.mailbox.passwords import PasswordDigest
 from inbox_asgi.mailbox.redis.codec import (
     decode_message,
@@ -402,7 +402,7 @@ class RedisMailbox:
         deadline = anyio.current_time() + wait
         try:
             while not self._closed:
-                with waiter.parked(deadline, disconnected):
+                with waiter.parked(max(0.0, deadline - anyio.current_time()), disconnected):
                     await waiter.woken()  # at once if it was woken meanwhile
                 if waiter.woke() != MAIL or self._closed or client_gone():
                     break  # timed out, superseded, shutting down, or the client left
@@ -691,7 +691,7 @@ class RedisSocket:
                     if reply[0] == b"superseded":
                         self._ended = Superseded
                         break
-            with waiter.parked(loop_time() + park, self._left_future):
+            with waiter.parked(park, self._left_future):
                 await waiter.woken()
             why = waiter.woke()
             if why == SUPERSEDED:
