@@ -78,7 +78,7 @@ class _ConnectionState:
     )
 
     def __init__(self, extensions: dict[str, Any]) -> None:
-        self.extensions: dict[str, Any] | None = extensions
+        self.extensions = extensions
         self.phase = IDLE
         self.head_size = 0  # head bytes parsed (URL and complete header lines)
         self.head_raw = 0  # head bytes received while the head was incomplete (see data_received)
@@ -205,7 +205,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         reach the protocol, the protocol no longer reaches them.
         """
         state = self._state
-        state.ahead = state.extensions = None
+        state.ahead = None
+        state.extensions = {}
         self.cycle = self.scope = None  # type: ignore[assignment]
         self.pipeline.clear()
 
