@@ -16,6 +16,7 @@ from inbox_asgi.app import build_mailbox
 from inbox_asgi.config import Settings
 from inbox_asgi.server import fences
 from inbox_asgi.server.protocol import HOLD_LIMIT, PIECE, _lean
+from inbox_asgi.server.websocket_protocol import WebSocketProtocol
 
 from .. import support
 from ..support import RecordingTransport, connect_in_process, exchange, request, until
@@ -238,7 +239,7 @@ async def test_a_closed_connection_is_freed_without_the_collector(
             b"GET /inbox/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         )
-        assert isinstance(transport.protocol, WebSocketsSansIOProtocol)  # type: ignore[attr-defined]
+        assert isinstance(transport.protocol, WebSocketProtocol)  # type: ignore[attr-defined]
     gone = weakref.ref(protocol)
     gc.disable()
     try:
@@ -251,3 +252,20 @@ async def test_a_closed_connection_is_freed_without_the_collector(
     finally:
         gc.enable()
     await mailbox.aclose()
+
+
+async def test_without_the_names_the_upgrade_reads_uvicorns_websocket_protocol_takes_over(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(support, "RecordingTransport", UpgradableTransport)
+    renamed = fences.UPGRADE_ATTRIBUTES | {"renamed_in_a_later_uvicorn"}
+    monkeypatch.setattr(fences, "UPGRADE_ATTRIBUTES", renamed)
+    protocol, transport = connect_in_process()
+    assert "own_websocket" in caplog.text
+    protocol.data_received(
+        b"GET /inbox/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert isinstance(transport.protocol, WebSocketsSansIOProtocol)  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    connect_in_process()  # configure the fast paths back for the tests after this one

@@ -11,6 +11,7 @@ pyproject pins uvicorn to the minor these names were checked against.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ RESPONSE_HOOK = "on_response_complete"
 #: deque methods uvicorn may call on its pipeline that the lean list stand-in implements.
 PIPELINE_METHODS = frozenset({"append", "appendleft", "pop", "popleft", "clear"})
 DEQUE_ONLY = frozenset({"appendleft", "popleft", "extendleft", "rotate", "maxlen"})
+#: What websocket_protocol.upgrade reads on the HTTP protocol, and on uvicorn's Config.
+UPGRADE_ATTRIBUTES = frozenset(
+    {"scope", "url", "transport", "app", "loop", "connections", "tasks", "server_state", "config"}
+)
+CONFIG_PARAMETERS = frozenset({"ws_max_size", "ws_ping_interval", "ws_ping_timeout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,8 @@ class FastPaths:
     lean_events: bool = True
     #: uvicorn's pipeline deque swapped for a list.
     lean_pipeline: bool = True
+    #: WebSocket upgrades taken by websocket_protocol (uvicorn's own ws protocol otherwise).
+    own_websocket: bool = True
     missing: tuple[str, ...] = ()
 
 
@@ -83,15 +91,19 @@ def probe() -> FastPaths:
     pipeline_ok = _pipeline_is_a_queue(protocol)
     if not pipeline_ok:
         missing.append("HttpToolsProtocol.pipeline")
+    websocket_ok = _upgrade_reads_exist(protocol)
+    if not websocket_ok:
+        missing.append("HttpToolsProtocol attributes for the WebSocket upgrade")
     paths = FastPaths(
         one_write="httptools_impl.STATUS_LINE" not in missing and flow_ok and cycle_ok,
         hold_pipelined=cycle_ok and hook_ok,
         lean_events=cycle_ok and type(waiters) is deque and isinstance(writable, asyncio.Event),
         lean_pipeline=pipeline_ok,
+        own_websocket=websocket_ok,
         missing=tuple(missing),
     )
     if missing:
-        names = ("one_write", "hold_pipelined", "lean_events", "lean_pipeline")
+        names = ("one_write", "hold_pipelined", "lean_events", "lean_pipeline", "own_websocket")
         off = [name for name in names if not getattr(paths, name)]
         logger.warning(
             "uvicorn %s lacks %s: running without %s (plain ASGI there instead)",
@@ -146,16 +158,30 @@ def _has(instance: Any, what: str, names: tuple[str, ...], missing: list[str]) -
 
 
 def _pipeline_is_a_queue(protocol: Any) -> bool:
-    """Whether uvicorn still keeps `self.pipeline` and calls no deque method the list stand-in lacks.
-
-    Read from the names uvicorn's methods use (their code objects), since
-    building a protocol instance needs a whole uvicorn Config.
-    """
+    """Whether uvicorn still keeps `self.pipeline` and calls no deque method the list stand-in lacks."""
     if protocol is None:
         return False
+    names = _names_used(protocol)
+    return "pipeline" in names and not (names & DEQUE_ONLY) - PIPELINE_METHODS
+
+
+def _upgrade_reads_exist(protocol: Any) -> bool:
+    """Whether HttpToolsProtocol still sets what `upgrade` reads, and Config takes the ws_* settings."""
+    if protocol is None:
+        return False
+    try:
+        parameters = set(inspect.signature(uvicorn.Config).parameters)
+    except (TypeError, ValueError):
+        return False
+    return _names_used(protocol) >= UPGRADE_ATTRIBUTES and parameters >= CONFIG_PARAMETERS
+
+
+def _names_used(protocol: Any) -> set[str]:
+    """The attribute names uvicorn's protocol methods use, read from their code objects
+    (building a protocol instance needs a whole uvicorn Config)."""
     names: set[str] = set()
     for attribute in vars(protocol).values():
         code = getattr(attribute, "__code__", None)
         if code is not None:
             names.update(code.co_names)
-    return "pipeline" in names and not (names & DEQUE_ONLY) - PIPELINE_METHODS
+    return names

@@ -26,6 +26,7 @@ from inbox_asgi.config import Settings
 from inbox_asgi.http.extensions import CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
 from inbox_asgi.server.cycle_io import write_response
 from inbox_asgi.server.fences import FastPaths, probe
+from inbox_asgi.server.websocket_protocol import upgrade
 
 __all__ = ["CONNECTION_GONE", "LimitedHttpToolsProtocol"]
 
@@ -143,6 +144,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     _hold_pipelined: ClassVar[bool] = False
     _lean_events: ClassVar[bool] = False
     _lean_pipeline: ClassVar[bool] = False
+    _own_websocket: ClassVar[bool] = False
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
@@ -159,6 +161,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         this._hold_pipelined = paths.hold_pipelined
         this._lean_events = paths.lean_events
         this._lean_pipeline = paths.lean_pipeline
+        this._own_websocket = paths.own_websocket
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -401,7 +404,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._state.phase = UPGRADED
-        super().handle_websocket_upgrade()
+        if self._own_websocket:
+            self.connections.discard(self)
+            upgrade(self)
+        else:
+            super().handle_websocket_upgrade()
         # The WebSocket protocol has the transport now; this one is never told of a close.
         self._disarm_timer()
         self._let_go()
