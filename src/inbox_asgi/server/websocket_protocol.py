@@ -45,6 +45,8 @@ logger = logging.getLogger("uvicorn.error")
 MAX_PENDING = 4
 #: Seconds to wait for the client's close frame after sending ours.
 CLOSE_TIMEOUT = 10.0
+#: Seconds an open socket is left to the app when the server stops (uvicorn waits 2 s for tasks).
+SHUTDOWN_GRACE = 1.0
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CONNECTING, OPEN, CLOSING, CLOSED = range(4)
 
@@ -183,13 +185,27 @@ class WebSocketProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def shutdown(self) -> None:
-        """uvicorn stopping (the app has had its own chance to close: the mailbox's shutdown)."""
+        """uvicorn stopping: an open socket gets SHUTDOWN_GRACE to be closed by the app.
+
+        The mailbox's own shutdown (on the same signal) ends every socket with 1001
+        once its unacknowledged messages are back in the inbox, which in Redis mode
+        takes a round trip; only a socket still open after that gets 1012.
+        """
+        if self._state == OPEN:
+            self._cancel_timers()
+            self._timer = self.loop.call_later(SHUTDOWN_GRACE, self._stop)
+            return
+        if self._state == CONNECTING:
+            self.transport.write(_response(500, b"Internal Server Error", b""))
+        self._state = CLOSED
+        self.transport.close()
+
+    def _stop(self) -> None:
         if self._state == OPEN:
             self._push({"type": "websocket.disconnect", "code": 1012})
             self.transport.write(close_frame(1012))
-        elif self._state == CONNECTING:
-            self.transport.write(_response(500, b"Internal Server Error", b""))
         self._state = CLOSED
+        self._cancel_timers()
         self.transport.close()
 
     # -- frames in -----------------------------------------------------------------------
@@ -217,7 +233,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     if self._state <= OPEN:
                         self._push({"type": "websocket.receive", "bytes": payload})
                 elif opcode == OP_PING:
-                    if self._state <= OPEN:
+                    if self._state == OPEN:
                         self.transport.write(frame(OP_PONG, payload))
                 elif opcode == OP_PONG:
                     self._pong(payload)
@@ -236,6 +252,7 @@ class WebSocketProtocol(asyncio.Protocol):
         code, reason = close_code(payload)
         if self._state <= OPEN:
             self._push({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if self._state == OPEN:  # no frame goes out before the handshake's answer
             self.transport.write(close_frame(code) if code != 1005 else frame(OP_CLOSE, b""))
         self._state = CLOSED
         self._cancel_timers()
@@ -244,7 +261,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _fail(self, code: int, reason: str) -> None:
         if self._state <= OPEN:
             self._push({"type": "websocket.disconnect", "code": code, "reason": reason})
-        if self._state != CLOSED:
+        if self._state == OPEN:
             self.transport.write(close_frame(code, reason))
         self._state = CLOSED
         self._cancel_timers()
@@ -253,20 +270,20 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- ASGI ----------------------------------------------------------------------------
 
     async def run_asgi(self) -> None:
+        code = 1000  # the app returned without closing
         try:
             await self.app(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
         except BaseException:
             logger.exception("Exception in ASGI application\n")
-            if self._state == CONNECTING:
-                self.transport.write(_response(500, b"Internal Server Error", b""))
-                self._state = CLOSED
+            code = 1011
         if self._state == CONNECTING:
-            logger.error("ASGI callable returned without completing handshake.")
+            if code == 1000:
+                logger.error("ASGI callable returned without completing handshake.")
             self.transport.write(_response(500, b"Internal Server Error", b""))
         elif self._state == OPEN:
-            self.transport.write(close_frame(1000))
+            self.transport.write(close_frame(code))
         if self._close_timer is None:
             self._state = CLOSED
             self._cancel_timers()
