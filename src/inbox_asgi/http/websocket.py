@@ -152,9 +152,9 @@ class InboxSocketEndpoint:
             return origin.rstrip("/") in self.origins
         return host is not None and origin.partition("://")[2] == host
 
-    def charge(self, scope: Scope) -> None:
+    def charge(self, client: str) -> None:
         """-rate-limit: the upgrade and every `send` frame cost a request."""
-        if self.buckets is not None and self.buckets.take(client_ip(scope, self.trust_proxy)):
+        if self.buckets is not None and self.buckets.take(client):
             raise RateLimited
 
 
@@ -164,6 +164,8 @@ class Session:
     def __init__(self, endpoint: InboxSocketEndpoint, scope: Scope, receive: Receive, send: Send) -> None:
         self.endpoint = endpoint
         self.scope = scope
+        #: The client's address, taken once (-trust-proxy reads it from the headers).
+        self.client = client_ip(scope, endpoint.trust_proxy)
         self.receive = receive
         self._send = send
         # asyncio's Lock, not anyio's: uncontended it is taken and given back without
@@ -185,7 +187,7 @@ class Session:
         try:
             if endpoint.mailbox is None:
                 raise NoSocketSupport
-            endpoint.charge(self.scope)
+            endpoint.charge(self.client)
             credentials = await self.authenticate()
             if credentials is None:
                 return  # left before saying who it is
@@ -193,6 +195,8 @@ class Session:
         except InboxError as error:
             await self.close(error)
             return
+        # Read: an open socket does not hold its upgrade's head (up to -max-header-size).
+        self.scope["headers"] = []
         try:
             await self.send_frame({"type": "ready", "inbox": socket.generation})
             await self.pump(socket, credentials)
@@ -286,7 +290,7 @@ class Session:
         """A `send` frame: POST /inbox's checks, answered `sent` or `error`."""
         endpoint = self.endpoint
         assert endpoint.mailbox is not None
-        endpoint.charge(self.scope)
+        endpoint.charge(self.client)
         ref = frame.get("ref")
         try:
             recipient = frame.get("to")
