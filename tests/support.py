@@ -375,3 +375,11 @@ class UpgradeStrippingProxy:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except Exception:
             writer.close()
+
+
+def memory_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's memory from /proc, in bytes: VmRSS resident now, VmHWM its peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} line")

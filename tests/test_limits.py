@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from .support import RawConnection, ServerProcess, basic, connect_in_process, request, wait_until
+from .support import (
+    RawConnection,
+    ServerProcess,
+    basic,
+    connect_in_process,
+    memory_bytes,
+    request,
+    wait_until,
+)
 from .support import exchange as in_process_exchange
 
 Start = Callable[..., ServerProcess]
@@ -30,12 +38,7 @@ pytestmark = pytest.mark.anyio
 
 
 def rss(server: ServerProcess) -> int:
-    """The server process's resident set size in bytes."""
-    with open(f"/proc/{server.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
+    return memory_bytes(server.process.pid)
 
 
 def cpu_seconds(server: ServerProcess) -> float:

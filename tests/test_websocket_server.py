@@ -12,7 +12,6 @@ import random
 import signal
 import ssl
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +23,7 @@ from inbox_asgi.client import InboxClient
 from inbox_asgi.http.websocket import frame_limit
 
 from .redis_support import RedisServer
-from .support import ServerProcess, UpgradeStrippingProxy, basic
+from .support import ServerProcess, UpgradeStrippingProxy, basic, memory_bytes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -207,8 +206,7 @@ async def test_no_compression_and_oversized_frames_refused_before_they_are_buffe
 
 
 def peak_rss_mib(server: ServerProcess) -> float:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
+    return memory_bytes(server.process.pid, "VmHWM") / 2**20
 
 
 async def test_huge_frames_are_cut_at_the_limit_not_buffered(
@@ -256,8 +254,7 @@ async def test_a_socket_that_never_acks_holds_no_bytes_outside_max_queued_bytes(
 
 
 def rss_mib(server: ServerProcess) -> float:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(status.split("VmRSS:", 1)[1].split()[0]) / 1024
+    return memory_bytes(server.process.pid) / 2**20
 
 
 async def test_an_open_socket_does_not_hold_its_upgrades_head(

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
 from ..conftest import ClientFactory
-from ..support import RawConnection, ServerProcess, basic
+from ..support import RawConnection, ServerProcess, basic, memory_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -70,10 +69,7 @@ async def test_inboxes_per_client_address_are_limited(make_client: ClientFactory
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    return memory_bytes(pid) / 2**20
 
 
 async def test_a_flood_gets_503_beyond_max_queued_bytes_and_memory_stays_bounded(

@@ -20,18 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from ..support import ServerProcess, basic, start_server, wait_until
+from ..support import ServerProcess, basic, memory_bytes, start_server, wait_until
 
 Start = Callable[..., ServerProcess]
 MiB = 1024 * 1024
 
 
 def rss(server: ServerProcess) -> int:
-    """The server's resident memory, bytes."""
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return memory_bytes(server.process.pid)
 
 
 def cpu_seconds(server: ServerProcess) -> float:

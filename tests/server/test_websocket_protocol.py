@@ -71,14 +71,15 @@ async def accepting(scope: Any, receive: Any, send: Any, then: Any) -> None:
     await then(receive, send)
 
 
+async def idle(scope: Any, receive: Any, send: Any) -> None:
+    """Accept, then wait for the end."""
+    assert (await receive())["type"] == "websocket.connect"
+    await send({"type": "websocket.accept"})
+    await receive()
+
+
 async def test_the_handshake_answer_carries_the_accept_key_and_default_headers() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        async def wait(receive: Any, send: Any) -> None:
-            await receive()
-
-        await accepting(scope, receive, send, wait)
-
-    protocol, transport = open_protocol(app)
+    protocol, transport = open_protocol(idle)
     await until(lambda: transport.writes)
     head = transport.writes[0]
     assert head.startswith(b"HTTP/1.1 101 ")
@@ -174,13 +175,7 @@ async def test_a_client_that_does_not_read_stops_its_pongs_and_the_apps_sends() 
 
 
 async def test_keepalive_pings_and_closes_1011_without_a_pong() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        async def wait(receive: Any, send: Any) -> None:
-            await receive()
-
-        await accepting(scope, receive, send, wait)
-
-    protocol, transport = open_protocol(app, ping=0.02)
+    protocol, transport = open_protocol(idle, ping=0.02)
     await until(lambda: len(transport.writes) > 1 and any(kind == OP_PING for kind, _ in frames(transport)))
     [(_, payload)] = [item for item in frames(transport) if item[0] == OP_PING]
     protocol.data_received(client_frame(OP_PONG, payload))  # answered: the next ping comes

@@ -23,7 +23,6 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +31,7 @@ from websockets.asyncio.client import connect
 
 from inbox_asgi.http.websocket import frame_limit
 
-from ..support import ServerProcess, basic
+from ..support import ServerProcess, basic, memory_bytes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -475,8 +474,7 @@ async def test_round_trip_over_tls_with_the_websockets_client(real_server: Start
 
 
 def rss_mib(server: ServerProcess) -> float:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(status.split("VmRSS:", 1)[1].split()[0]) / 1024
+    return memory_bytes(server.process.pid) / 2**20
 
 
 async def write_until_stalled(raw: RawSocket, data: bytes, stall: float = 1.0) -> int:
