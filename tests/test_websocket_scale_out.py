@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from .redis_support import own_cluster, redis_cluster
 from .support import ServerProcess, basic
 from .test_scale_out import Store, pair, store, urls
-from .test_websocket_server import next_frame, open_socket
+from .test_websocket_server import next_frame, open_socket, read_through_cuts
 
 __all__ = ["own_cluster", "redis_cluster", "store"]
 
@@ -109,25 +109,7 @@ async def test_sockets_cut_mid_delivery_on_either_process_lose_and_repeat_nothin
         claim = await first.post("/inbox?to=nobody", headers=basic("r"))
         assert claim.status_code == 404  # r exists now
         sender = asyncio.create_task(send_all([first, second]))
-        seen: set[int] = set()
-        bodies: list[str] = []
-        generation = None
-        while len(bodies) < total:
-            ws, current = await open_socket(rng.choice(servers))
-            assert generation in (None, current)
-            generation = current
-            try:
-                for _ in range(rng.randrange(1, 25)):
-                    frame = await next_frame(ws)
-                    if frame["id"] not in seen:  # the client's dedup
-                        seen.add(frame["id"])
-                        bodies.append(frame["body"])
-                    if rng.random() < 0.3:
-                        await ack(ws, frame["id"])
-                    if len(bodies) == total:
-                        break
-            finally:
-                ws.transport.abort()  # no close frame: as if the network went away
+        bodies = await read_through_cuts(lambda: open_socket(rng.choice(servers)), total, rng, most_frames=24)
         await sender
     assert bodies == [str(i) for i in range(total)]
     for server in servers:
