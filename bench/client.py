@@ -120,13 +120,17 @@ class Connection(asyncio.Protocol):
         return list(await asyncio.gather(*futures))
 
     def close(self, reset: bool = False) -> None:
-        """Close; `reset` sends RST instead of FIN, so no TIME_WAIT eats local ports."""
-        if self.transport is None:
-            return
-        if reset:
-            sock = self.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.close()
+        close(self.transport, reset)
+
+
+def close(transport: asyncio.Transport | None, reset: bool = False) -> None:
+    """Close; `reset` sends RST instead of FIN, so no TIME_WAIT eats local ports."""
+    if transport is None:
+        return
+    if reset:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.close()
 
 
 async def run_all(port: int, requests: list[bytes], connections: int = 8, batch: int = 200) -> list[Response]:

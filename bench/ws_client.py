@@ -18,7 +18,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from client import HOST, basic
+from client import HOST, basic, close
 
 _KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # any 16 bytes in base64: the server's answer is not checked
 
@@ -143,10 +143,4 @@ class WsConnection(asyncio.Protocol):
         self.transport.write(b"".join(map(frame, texts)))
 
     def close(self, reset: bool = False) -> None:
-        """Close; `reset` sends RST instead of FIN, so no TIME_WAIT eats local ports."""
-        if self.transport is None:
-            return
-        if reset:
-            sock = self.transport.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.close()
+        close(self.transport, reset)
