@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None, *, mailbox: Mailbox | None = No
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n", headers={"cache-control": "no-store"})
 
-    # The push transport (SPEC section 9); it refuses with 1011 on a backend without sockets (Redis, so far).
+    # The push transport (SPEC section 9); both backends have sockets (a Mailbox without them gets 1011).
     sockets = InboxSocketEndpoint(
         mailbox,
         authenticator=authenticator,

@@ -88,10 +88,11 @@ def probe() -> FastPaths:
     writable = getattr(flow, "_is_writable_event", None)
     if not isinstance(writable, asyncio.Event):
         missing.append("FlowControl._is_writable_event")
-    pipeline_ok = _pipeline_is_a_queue(protocol)
+    names = _names_used(protocol)
+    pipeline_ok = _pipeline_is_a_queue(names)
     if not pipeline_ok:
         missing.append("HttpToolsProtocol.pipeline")
-    websocket_ok = _upgrade_reads_exist(protocol)
+    websocket_ok = _upgrade_reads_exist(names)
     if not websocket_ok:
         missing.append("HttpToolsProtocol attributes for the WebSocket upgrade")
     paths = FastPaths(
@@ -103,8 +104,8 @@ def probe() -> FastPaths:
         missing=tuple(missing),
     )
     if missing:
-        names = ("one_write", "hold_pipelined", "lean_events", "lean_pipeline", "own_websocket")
-        off = [name for name in names if not getattr(paths, name)]
+        path_names = ("one_write", "hold_pipelined", "lean_events", "lean_pipeline", "own_websocket")
+        off = [name for name in path_names if not getattr(paths, name)]
         logger.warning(
             "uvicorn %s lacks %s: running without %s (plain ASGI there instead)",
             uvicorn.__version__,
@@ -157,30 +158,25 @@ def _has(instance: Any, what: str, names: tuple[str, ...], missing: list[str]) -
     return not lacking
 
 
-def _pipeline_is_a_queue(protocol: Any) -> bool:
+def _pipeline_is_a_queue(names: set[str]) -> bool:
     """Whether uvicorn still keeps `self.pipeline` and calls no deque method the list stand-in lacks."""
-    if protocol is None:
-        return False
-    names = _names_used(protocol)
     return "pipeline" in names and not (names & DEQUE_ONLY) - PIPELINE_METHODS
 
 
-def _upgrade_reads_exist(protocol: Any) -> bool:
+def _upgrade_reads_exist(names: set[str]) -> bool:
     """Whether HttpToolsProtocol still sets what `upgrade` reads, and Config takes the ws_* settings."""
-    if protocol is None:
-        return False
     try:
         parameters = set(inspect.signature(uvicorn.Config).parameters)
     except (TypeError, ValueError):
         return False
-    return _names_used(protocol) >= UPGRADE_ATTRIBUTES and parameters >= CONFIG_PARAMETERS
+    return names >= UPGRADE_ATTRIBUTES and parameters >= CONFIG_PARAMETERS
 
 
 def _names_used(protocol: Any) -> set[str]:
     """The attribute names uvicorn's protocol methods use, read from their code objects
-    (building a protocol instance needs a whole uvicorn Config)."""
+    (building a protocol instance needs a whole uvicorn Config); none if it is gone."""
     names: set[str] = set()
-    for attribute in vars(protocol).values():
+    for attribute in vars(protocol).values() if protocol is not None else ():
         code = getattr(attribute, "__code__", None)
         if code is not None:
             names.update(code.co_names)
