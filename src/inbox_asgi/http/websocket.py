@@ -73,7 +73,7 @@ class AuthTimeout(InboxError):
 
 
 class NoSocketSupport(InboxError):
-    reason = "the WebSocket transport is not available on this server's backend"
+    reason = "the WebSocket transport is not available on this server's backend (memory only, so far)"
 
 
 #: How every way a socket ends maps to its close code, in one place. (A `send` frame
