@@ -31,46 +31,15 @@ KEEP_KIB = 0.5
 
 
 def _without_extension(key: str) -> None:
-    from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
+    from inbox_asgi.server.protocol import HttpProtocol
 
-    configure = LimitedHttpToolsProtocol.configure.__func__  # type: ignore[attr-defined]
-
-    def patched(cls: Any, settings: Any) -> None:
-        configure(cls, settings)
-        LimitedHttpToolsProtocol._cycle_extensions = {
-            k: v for k, v in LimitedHttpToolsProtocol._cycle_extensions.items() if k != key
-        }
-
-    LimitedHttpToolsProtocol.configure = classmethod(patched)  # type: ignore[method-assign,assignment]
-
-
-def _without_flag(flag: str) -> Callable[[], None]:
-    def patch() -> None:
-        from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
-
-        configure = LimitedHttpToolsProtocol.configure.__func__  # type: ignore[attr-defined]
-
-        def patched(cls: Any, settings: Any) -> None:
-            configure(cls, settings)
-            setattr(LimitedHttpToolsProtocol, flag, False)
-
-        LimitedHttpToolsProtocol.configure = classmethod(patched)  # type: ignore[method-assign,assignment]
-
-    return patch
-
-
-def _state_on_the_instance() -> None:
-    """What the slotted _ConnectionState avoids: its fields as attributes of the protocol itself."""
-    from inbox_asgi.server.protocol import LimitedHttpToolsProtocol, _ConnectionState
-
-    init = LimitedHttpToolsProtocol.__init__
+    init = HttpProtocol.__init__
 
     def patched(self: Any, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **kwargs)
-        for name in _ConnectionState.__slots__:
-            setattr(self, f"_limit_{name}", None)
+        self.extensions.pop(key, None)
 
-    LimitedHttpToolsProtocol.__init__ = patched  # type: ignore[method-assign]
+    HttpProtocol.__init__ = patched  # type: ignore[method-assign]
 
 
 def _through_the_router() -> None:
@@ -81,33 +50,16 @@ def _through_the_router() -> None:
     InboxFirst.__call__ = Starlette.__call__  # type: ignore[method-assign]
 
 
-def _plain_parked_events() -> None:
-    from inbox_asgi.mailbox import parking
-
-    parking._lean = lambda event: event  # type: ignore[assignment]
-
-
 def _patches() -> dict[str, Callable[[], None]]:
     from inbox_asgi.http.extensions import WRITE_RESPONSE
 
     return {
         "one-write": lambda: _without_extension(WRITE_RESPONSE),
-        "list-pipeline": _without_flag("_lean_pipeline"),
-        "lean-events": _without_flag("_lean_events"),
-        "slotted-state": _state_on_the_instance,
         "inbox-first": _through_the_router,
-        "lean-parked-event": _plain_parked_events,
     }
 
 
-PATHS = (
-    "one-write",
-    "list-pipeline",
-    "lean-events",
-    "slotted-state",
-    "inbox-first",
-    "lean-parked-event",
-)
+PATHS = ("one-write", "inbox-first")
 
 
 def serve(variant: str, flags: list[str]) -> None:

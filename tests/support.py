@@ -25,7 +25,7 @@ from uvicorn.server import ServerState
 from inbox_asgi.app import create_app
 from inbox_asgi.config import Settings
 from inbox_asgi.mailbox.interface import Mailbox
-from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
+from inbox_asgi.server.protocol import HttpProtocol
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -258,7 +258,7 @@ def start_server(
     return server
 
 
-# -- in-process: uvicorn's protocol over a recording transport -------------------------
+# -- in-process: inbox-asgi's protocol over a recording transport -------------------------
 
 
 class RecordingTransport(asyncio.Transport):
@@ -292,9 +292,9 @@ def connect_in_process(
 ) -> tuple[asyncio.Protocol, RecordingTransport]:
     configured = Settings(**{"long_polling": False, **settings})
     app = create_app(configured, mailbox=mailbox)
-    LimitedHttpToolsProtocol.configure(configured)
+    HttpProtocol.configure(configured)
     config = uvicorn.Config(
-        app, http=LimitedHttpToolsProtocol, log_level="warning", lifespan="off", access_log=False
+        app, http=HttpProtocol, log_level="warning", lifespan="off", access_log=False
     )
     config.load()
     state = ServerState()

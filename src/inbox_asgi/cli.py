@@ -16,7 +16,8 @@ import uvicorn
 from inbox_asgi import __version__
 from inbox_asgi.config import ConfigError, Settings, describe, option_specs
 from inbox_asgi.http.websocket import frame_limit
-from inbox_asgi.server.protocol import LimitedHttpToolsProtocol
+from inbox_asgi.server.fences import http_protocol
+from inbox_asgi.server.protocol import HttpProtocol
 from inbox_asgi.server.resources import raise_open_file_limit
 from inbox_asgi.server.tls import check_certificate_files, write_self_signed
 
@@ -124,7 +125,7 @@ def run(settings: Settings) -> None:
     for name, value in describe(settings):
         logger.info("  %-22s %s", name, value)
     logger.info("  %-22s %d", "open-files", raise_open_file_limit())
-    LimitedHttpToolsProtocol.configure(settings)  # this process; workers configure from INBOX_*
+    HttpProtocol.configure(settings)  # this process; workers configure from INBOX_*
 
     # Workers are separate processes: they rebuild the same Settings from INBOX_* variables.
     os.environ.update(settings.to_env())
@@ -144,7 +145,7 @@ def run(settings: Settings) -> None:
         # Forward-secret AEAD suites only for TLS 1.2 (1.3 has its own); Python
         # already refuses anything older than TLS 1.2.
         ssl_ciphers=TLS12_CIPHERS,
-        http=LimitedHttpToolsProtocol,
+        http=http_protocol(HttpProtocol),
         # The client address is decided by -trust-proxy in the app, not by uvicorn.
         proxy_headers=False,
         log_level=settings.log_level,

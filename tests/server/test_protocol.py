@@ -1,4 +1,4 @@
-"""inbox-asgi's uvicorn protocol, driven in-process: lean state, gone clients, held pipelines, limits."""
+"""inbox-asgi's HTTP protocol, driven in-process: gone clients, held pipelines, limits, freed state."""
 
 from __future__ import annotations
 
@@ -9,33 +9,17 @@ import weakref
 from typing import Any
 
 import pytest
-from uvicorn.protocols.http import httptools_impl
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from inbox_asgi.app import build_mailbox
 from inbox_asgi.config import Settings
 from inbox_asgi.server import fences
-from inbox_asgi.server.protocol import HOLD_LIMIT, PIECE, _lean
+from inbox_asgi.server.protocol import HOLD_LIMIT, PIECE, HttpProtocol
 from inbox_asgi.server.websocket_protocol import WebSocketProtocol
 
 from .. import support
 from ..support import RecordingTransport, connect_in_process, exchange, request, until
 
 pytestmark = pytest.mark.anyio
-
-
-async def test_lean_events_still_wake_their_waiters() -> None:
-    protocol, transport = connect_in_process()
-    await exchange(protocol, transport, request("GET", "/inbox", "r"))
-    events = [protocol.flow._is_writable_event, protocol.cycle.message_event]  # type: ignore[attr-defined]
-    assert [type(event._waiters) for event in events] == [list, list]
-    event = asyncio.Event()
-    _lean(event)
-    waiters = [asyncio.ensure_future(event.wait()) for _ in range(2)]
-    await until(lambda: len(event._waiters) == 2)  # type: ignore[attr-defined]
-    event.set()
-    assert await asyncio.gather(*waiters) == [True, True]
-    assert event._waiters == []  # type: ignore[attr-defined]
 
 
 async def test_a_message_is_not_taken_for_a_reader_already_gone(backend: dict[str, Any]) -> None:
@@ -61,15 +45,14 @@ def statuses(writes: list[bytes]) -> list[int]:
 async def test_requests_behind_a_long_poll_are_held_then_answered_in_order() -> None:
     mailbox = build_mailbox(Settings())
     protocol, transport = connect_in_process(mailbox=mailbox, long_polling=True)
-    state = protocol._state  # type: ignore[attr-defined]
     protocol.data_received(request("GET", "/inbox", "r"))  # parks
     waiting = protocol.cycle  # type: ignore[attr-defined]
     behind = [b"OPTIONS /inbox HTTP/1.1\r\nHost: x\r\n\r\n", b"DELETE /inbox HTTP/1.1\r\nHost: x\r\n\r\n"]
     pipelined = b"".join(behind) * (HOLD_LIMIT // 60)
     assert len(pipelined) > PIECE
     protocol.data_received(pipelined[:10000])
-    assert protocol.cycle is waiting and not protocol.pipeline  # type: ignore[attr-defined]  # none parsed
-    assert len(state.buffer) == 10000 and transport.reading  # held, still reading (disconnects show)
+    assert protocol.cycle is waiting and not protocol.queued  # type: ignore[attr-defined]  # none parsed
+    assert len(protocol.held) == 10000 and transport.reading  # type: ignore[attr-defined]  # held, still reading
     protocol.data_received(pipelined[10000:])
     assert not transport.reading  # past HOLD_LIMIT: stops reading
 
@@ -78,7 +61,7 @@ async def test_requests_behind_a_long_poll_are_held_then_answered_in_order() -> 
     expected = [200] + [204, 405] * (HOLD_LIMIT // 60)
     await until(lambda: len(statuses(transport.writes)) == len(expected))
     assert statuses(transport.writes) == expected
-    assert transport.reading and state.buffer is None and not transport.closed
+    assert transport.reading and protocol.held is None and not transport.closed  # type: ignore[attr-defined]
     await mailbox.aclose()
 
 
@@ -114,14 +97,14 @@ async def test_large_reads_of_pipelined_bodies_are_parsed_exactly() -> None:
 
 async def test_blank_lines_cost_one_parser_call_per_piece(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    feed = httptools_impl.HttpToolsProtocol.data_received
+    parse = HttpProtocol._parse
 
-    def counted(self: Any, data: bytes) -> None:
+    def counted(self: Any, data: bytes, phase: int) -> None:
         nonlocal calls
         calls += 1
-        feed(self, data)
+        parse(self, data, phase)
 
-    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "data_received", counted)
+    monkeypatch.setattr(HttpProtocol, "_parse", counted)
     protocol, transport = connect_in_process()
     protocol.data_received(b"\r\n" * 100_000 + request("GET", "/inbox", "r"))
     await until(lambda: statuses(transport.writes) == [204])
@@ -129,12 +112,14 @@ async def test_blank_lines_cost_one_parser_call_per_piece(monkeypatch: pytest.Mo
 
 
 async def test_a_request_whole_in_one_read_leaves_nothing_armed_or_held() -> None:
+    protocol: Any
     protocol, transport = connect_in_process()
-    state = protocol._state  # type: ignore[attr-defined]
     protocol.data_received(request("POST", "/inbox?to=nobody", "s", b"x"))
-    assert state.timer is None and state.buffer is None
+    assert protocol.timer is None and protocol.held is None
     await until(lambda: statuses(transport.writes) == [404])
-    assert state.timer is None and state.buffer is None
+    assert protocol.keeping_alive and protocol.held is None  # only the keep-alive timeout is armed
+    protocol.data_received(request("POST", "/inbox?to=nobody", "s", b"x"))
+    assert protocol.timer is None and protocol.held is None
 
 
 async def test_one_header_value_streamed_is_cut_off_at_max_header_size() -> None:
@@ -158,20 +143,6 @@ async def test_header_lines_beyond_max_header_count_get_431() -> None:
     assert transport.writes[-1].startswith(b"HTTP/1.1 431 ") and transport.closed
 
 
-async def test_extensions_are_merged_into_uvicorns(monkeypatch: pytest.MonkeyPatch) -> None:
-    begin = httptools_impl.HttpToolsProtocol.on_message_begin
-
-    def with_extensions(self: Any) -> None:
-        begin(self)
-        self.scope["extensions"] = {"http.response.trailers": {}}
-
-    monkeypatch.setattr(httptools_impl.HttpToolsProtocol, "on_message_begin", with_extensions)
-    protocol, transport = connect_in_process()
-    await exchange(protocol, transport, request("GET", "/inbox", "r"))
-    extensions = protocol.cycle.scope["extensions"]  # type: ignore[attr-defined]
-    assert "http.response.trailers" in extensions and "inbox_asgi.write_response" in extensions
-
-
 async def test_a_response_for_a_closing_transport_is_dropped_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -185,34 +156,17 @@ async def test_a_response_for_a_closing_transport_is_dropped_quietly(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
-async def test_without_a_fenced_name_requests_take_plain_asgi(
+def test_without_a_fenced_name_uvicorn_serves_with_its_own_protocol(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A uvicorn that renamed something the fast paths use: one warning, plain ASGI, no 500."""
-    renamed = (*fences.CYCLE_ATTRIBUTES, "renamed_in_a_later_uvicorn")
-    monkeypatch.setattr(fences, "CYCLE_ATTRIBUTES", renamed)
+    """A uvicorn that renamed something the protocol uses: one warning, uvicorn's protocol, no 500."""
+    assert fences.probe() == ()
+    assert fences.http_protocol(HttpProtocol) is HttpProtocol
+    monkeypatch.setattr(fences, "STATE_ATTRIBUTES", (*fences.STATE_ATTRIBUTES, "renamed_in_a_later_uvicorn"))
     with caplog.at_level(logging.WARNING, logger="inbox_asgi"):
-        protocol, transport = connect_in_process()
+        assert fences.http_protocol(HttpProtocol) == "httptools"
     [warning] = [record for record in caplog.records if record.name == "inbox_asgi"]
-    assert "RequestResponseCycle.renamed_in_a_later_uvicorn" in warning.getMessage()
-    assert "inbox_asgi.write_response" not in protocol._state.extensions  # type: ignore[attr-defined]
-    empty = await exchange(protocol, transport, request("GET", "/inbox", "r"))
-    posted = await exchange(protocol, transport, request("POST", "/inbox?to=r", "s", b"hello"))
-    delivered = await exchange(protocol, transport, request("GET", "/inbox", "r"))
-    assert [len(writes) for writes in (empty, posted, delivered)] == [2, 2, 2]  # head, body: uvicorn's send
-    assert statuses(empty + posted + delivered) == [204, 200, 200]
-    assert b"".join(delivered).endswith(b"\r\n\r\nhello")
-    monkeypatch.undo()
-    connect_in_process()  # configured again with every fast path, for the tests after this one
-
-
-def test_probe_notices_a_missing_module_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert fences.probe().missing == ()
-    monkeypatch.delattr(httptools_impl, "STATUS_LINE")
-    paths = fences.probe()
-    assert paths.missing == ("httptools_impl.STATUS_LINE",)
-    assert not paths.one_write and paths.hold_pipelined and paths.lean_events and paths.lean_pipeline
-
+    assert "ServerState.renamed_in_a_later_uvicorn" in warning.getMessage()
 
 
 class UpgradableTransport(RecordingTransport):
@@ -254,18 +208,13 @@ async def test_a_closed_connection_is_freed_without_the_collector(
     await mailbox.aclose()
 
 
-async def test_without_the_names_the_upgrade_reads_uvicorns_websocket_protocol_takes_over(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(support, "RecordingTransport", UpgradableTransport)
-    renamed = fences.UPGRADE_ATTRIBUTES | {"renamed_in_a_later_uvicorn"}
-    monkeypatch.setattr(fences, "UPGRADE_ATTRIBUTES", renamed)
-    protocol, transport = connect_in_process()
-    assert "own_websocket" in caplog.text
-    protocol.data_received(
-        b"GET /inbox/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    assert isinstance(transport.protocol, WebSocketsSansIOProtocol)  # type: ignore[attr-defined]
-    monkeypatch.undo()
-    connect_in_process()  # configure the fast paths back for the tests after this one
+async def test_reading_paused_for_a_big_body_resumes_when_its_response_completes() -> None:
+    """A body over the high-water mark in one read pauses reading; the app reads it whole and
+    never calls receive() again, so the response's completion must resume reading."""
+    protocol, transport = connect_in_process(max_body_size=200_000)
+    protocol.data_received(request("POST", "/inbox?to=nobody", "s", b"x" * 150_000))
+    assert not transport.reading
+    await until(lambda: statuses(transport.writes) == [404])
+    assert transport.reading
+    protocol.data_received(request("GET", "/inbox", "s"))
+    await until(lambda: statuses(transport.writes) == [404, 204])

@@ -1,13 +1,22 @@
-"""uvicorn's httptools protocol as inbox-asgi runs it.
+"""inbox-asgi's HTTP/1.1 protocol: httptools underneath, ASGI above, the limits in between.
 
-It adds the limits uvicorn lacks. uvicorn (httptools) accepts request heads of
-any size and any number of header lines, waits forever for a head or body that
-trickles in, and parses every request a client pipelines as soon as it
-arrives; each lets one client pin memory, connections or the event loop. It
-keeps per-connection state small, since a waiting reader is a connection. And
-it offers the endpoint, through scope["extensions"], what ASGI has no word
-for: whether the client is gone, and the hot-path reads and writes of
-`cycle_io`.
+uvicorn runs it as its `http` protocol class (same constructor, same server
+state). It replaced a subclass of uvicorn's httptools protocol, for the limits
+uvicorn lacks and for cost: a long-poll round trip is four requests, and the
+subclass paid for two layers of every parser callback, an asyncio.Event, a
+flow-control object and a 20-attribute cycle per request (measured in
+docs/performance.md, the long-poll ping-pong).
+
+The limits, all below ASGI so they cost an app nothing: a request head is
+bounded in bytes and header lines (431) and must arrive within `head_timeout`
+(else the connection closes); a body must arrive within `body_timeout` (408);
+bytes a client pipelines behind a request in flight are held unparsed, up to
+HOLD_LIMIT, then the connection stops reading. A request whole in one read arms
+no timer and buffers nothing.
+
+What ASGI has no word for goes to the endpoint in scope["extensions"]: whether
+the client is gone, a future that completes when it leaves, and a whole
+response in one write (`cycle.write_response`).
 
 The limits come from Settings, once per process: `configure` in-process (the
 CLI, tests), else `Settings.from_env()` on the first connection, which is how
@@ -17,21 +26,31 @@ CLI, tests), else `Settings.from_env()` on the first connection, which is how
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import logging
+import urllib.parse
 from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
 
 from inbox_asgi.config import Settings
 from inbox_asgi.http.extensions import CONNECTION_CLOSED, CONNECTION_GONE, WRITE_RESPONSE
-from inbox_asgi.server.cycle_io import write_response
-from inbox_asgi.server.fences import FastPaths, probe
+from inbox_asgi.server.cycle import (
+    HIGH_WATER,
+    STATUS_LINE,
+    RequestCycle,
+    joined_default_headers,
+    write_response,
+)
 from inbox_asgi.server.websocket_protocol import upgrade
 
-__all__ = ["CONNECTION_GONE", "LimitedHttpToolsProtocol"]
+__all__ = ["CONNECTION_GONE", "HttpProtocol"]
+
+logger = logging.getLogger("uvicorn.error")
 
 _TOO_LARGE = b"request head too large\n"
 _TOO_SLOW = b"request body not received in time\n"
+_INVALID = b"Invalid HTTP request received."
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 # Where the parser is, per connection. Everything at or above HEAD takes the slow path.
 IDLE = 0  # between requests, nothing in flight
@@ -55,175 +74,200 @@ class HeadTooLarge(Exception):
     pass
 
 
-class _ConnectionState:
-    """What the limits track per connection, in one slotted object.
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection: bytes to requests (bounded, timed), requests to ASGI tasks.
 
-    Kept off the protocol's instance dict on purpose: uvicorn's protocol already
-    has 28 attributes, and CPython shares attribute keys between instances only
-    up to 30; past that every connection's dict grows by ~1.5 KiB.
+    Slotted: a waiting reader is a connection, and tens of thousands wait at once.
     """
 
     __slots__ = (
-        "ahead",
-        "buffer",
+        "__weakref__",  # tests check that a closed connection is freed
+        "app",
+        "app_state",
+        "body_pause",
+        "client",
         "closed",
+        "config",
+        "connections",
+        "cycle",
+        "drained",
+        "expect",
         "extensions",
         "head_raw",
         "head_size",
         "head_too_large",
         "header_count",
+        "headers",
+        "held",
+        "hold_pause",
+        "keeping_alive",
+        "loop",
         "lost",
-        "paused",
+        "parser",
         "phase",
+        "queued",
+        "scheme",
+        "server",
+        "server_state",
+        "tasks",
         "timer",
+        "transport",
+        "upgrading",
+        "url",
+        "write_paused",
     )
-
-    def __init__(self, extensions: dict[str, Any]) -> None:
-        self.extensions = extensions
-        self.phase = IDLE
-        self.head_size = 0  # head bytes parsed (URL and complete header lines)
-        self.head_raw = 0  # head bytes received while the head was incomplete (see data_received)
-        self.header_count = 0
-        self.head_too_large = False
-        self.buffer: bytearray | None = None  # bytes received, not yet parsed (HEAD or WAITING only)
-        self.paused = False
-        self.ahead: Any = None  # the cycle in flight while a pipelined one waits behind it
-        self.timer: asyncio.TimerHandle | None = None
-        self.lost = False
-        self.closed: asyncio.Future[None] | None = None
-
-
-class _Pipeline(list[Any]):
-    """uvicorn's queue of pipelined requests, as a list: it is nearly always empty,
-    and an empty deque costs ~760 bytes where an empty list costs 56."""
-
-    __slots__ = ()
-
-    def appendleft(self, item: Any) -> None:
-        self.insert(0, item)
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-def _lean(event: asyncio.Event) -> None:
-    """Keep an Event's waiters in a list rather than a deque (~700 bytes less while empty).
-
-    uvicorn makes two Events per connection (flow control, and one per request);
-    with tens of thousands of waiting readers the empty deques add up to more than
-    the rest of a request's state. asyncio.Event only appends, removes and iterates
-    its waiters, which a list does as well; if that ever changes shape, this does nothing.
-    """
-    waiters = getattr(event, "_waiters", None)
-    if type(waiters) is deque and not waiters:
-        event._waiters = []  # type: ignore[assignment]
-
-
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's protocol with bounded heads, timed heads and bodies, and bounded pipelining.
-
-    All of it runs for every request, so the path of a request that arrives whole
-    in one read stays a few attribute checks: no timer is armed, nothing is
-    buffered. Only a head or body still incomplete after a read arms a timer
-    (disarmed when that part completes): a head past `head_timeout` closes the
-    connection, a body past `body_timeout` gets 408 (unless a response has
-    started) and a close. Bytes that arrive while a request is in flight are
-    held, not parsed, until its response completes (up to HOLD_LIMIT, then the
-    connection stops reading). These limits live here, below ASGI, so they cost
-    an app nothing: servers other than `inbox-asgi` (e.g. `uvicorn inbox_asgi:app`)
-    run without them.
-    """
 
     max_head_size: ClassVar[int] = 1048576
     max_header_count: ClassVar[int] = 100
     head_timeout: ClassVar[float] = 10.0
     body_timeout: ClassVar[float] = 10.0
-    #: What `fences` found usable in this process; None until configured.
-    fast_paths: ClassVar[FastPaths | None] = None
-    _cycle_extensions: ClassVar[dict[str, Any]] = {}
-    _hold_pipelined: ClassVar[bool] = False
-    _lean_events: ClassVar[bool] = False
-    _lean_pipeline: ClassVar[bool] = False
-    _own_websocket: ClassVar[bool] = False
+    configured: ClassVar[bool] = False
 
     @classmethod
     def configure(cls, settings: Settings) -> None:
-        """Take the limits from `settings`, and check uvicorn's internals for the fast paths."""
-        this = LimitedHttpToolsProtocol  # class attributes live here, whatever subclass is asked
+        """Take the limits from `settings` (for every connection of this process)."""
+        this = HttpProtocol  # class attributes live here, whatever subclass is asked
         this.max_head_size = settings.max_header_size
         this.max_header_count = settings.max_header_count
         this.head_timeout = settings.header_timeout
         this.body_timeout = settings.body_timeout
-        this.fast_paths = paths = probe()
-        this._cycle_extensions = (
-            {WRITE_RESPONSE: write_response} if paths.one_write else {}
-        )
-        this._hold_pipelined = paths.hold_pipelined
-        this._lean_events = paths.lean_events
-        this._lean_pipeline = paths.lean_pipeline
-        this._own_websocket = paths.own_websocket
+        this.configured = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.fast_paths is None:  # the first connection of a worker process
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not self.configured:  # the first connection of a worker process
             self.configure(Settings.from_env())
-        self._state = _ConnectionState(
-            {
-                CONNECTION_GONE: self._connection_gone,
-                CONNECTION_CLOSED: self._closed,
-                **self._cycle_extensions,
-            }
-        )
-        if self._lean_pipeline:
-            self.pipeline = _Pipeline()  # type: ignore[assignment]
+        if not config.loaded:
+            config.load()
+        self.config = config
+        self.app = config.loaded_app
+        self.loop = _loop or asyncio.get_event_loop()
+        self.server_state = server_state
+        self.connections = server_state.connections
+        self.tasks = server_state.tasks
+        self.app_state = app_state
+        self.parser = httptools.HttpRequestParser(self)
+        # Answer a request even if bytes follow its "Connection: close" (uvicorn does too).
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.server: tuple[str, int] | None = None
+        self.client: tuple[str, int] | None = None
+        self.scheme = "http"
+        self.extensions: dict[str, Any] = {
+            CONNECTION_GONE: self._connection_gone,
+            CONNECTION_CLOSED: self._closed,
+            WRITE_RESPONSE: write_response,
+        }
+        self.cycle: RequestCycle | None = None
+        #: Requests parsed in one read behind the one in flight (rare: a pipelined batch).
+        self.queued: list[RequestCycle] | None = None
+        self.phase = IDLE
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.expect = False
+        #: The scope of a WebSocket upgrade request, between its head and the handover.
+        self.upgrading: dict[str, Any] | None = None
+        self.head_size = 0  # head bytes parsed (URL and complete header lines)
+        self.head_raw = 0  # head bytes received while the head was incomplete (see data_received)
+        self.header_count = 0
+        self.head_too_large = False
+        self.held: bytearray | None = None  # bytes received, not yet parsed (HEAD or WAITING only)
+        self.hold_pause = self.body_pause = False
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.keeping_alive = False  # `timer` is the keep-alive timeout, not a head's
+        self.lost = False
+        self.closed: asyncio.Future[None] | None = None
+
+    # -- connection ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if self._lean_events:
-            _lean(self.flow._is_writable_event)
-        self._arm_head_timer()  # the first head must come in time too
+        self.connections.add(self)
+        self.transport = transport
+        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = _address(transport.get_extra_info("peername"))
+        self.scheme = "https" if transport.get_extra_info("sslcontext") else "http"
+        self._arm(self.head_timeout, self._head_timed_out)  # the first head must come in time too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        state = self._state
-        state.lost = True
-        state.buffer = None
-        self._disarm_timer()
-        if state.closed is not None and not state.closed.done():
-            state.closed.set_result(None)
-        ahead = state.ahead
-        if ahead is not None and not ahead.response_complete:
-            # uvicorn tells only its newest cycle (the pipelined one) that the client left.
-            ahead.disconnected = True
-            ahead.message_event.set()
-        super().connection_lost(exc)
+        self.connections.discard(self)
+        self.lost = True
+        self.held = None
+        self._disarm()
+        closed = self.closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)
+        self._tell_gone()
+        self.resume_writing()
+        if exc is None:
+            self.transport.close()
         self._let_go()
 
     def _let_go(self) -> None:
         """Break this connection's reference cycles, so reference counting frees it now.
 
-        The protocol holds its scope and cycle, and they hold the protocol (the
-        extensions' bound methods, the cycle's on_response): without this a closed
-        connection, request head included (up to -max-header-size), waits for the
-        collector. A request still running keeps what it uses: its cycle and scope
-        reach the protocol, the protocol no longer reaches them.
+        The protocol holds its parser and cycle, and they hold it: without this a
+        closed connection, request head included (up to -max-header-size), waits
+        for the collector. A request still running keeps what it uses.
         """
-        state = self._state
-        state.ahead = None
-        state.extensions = {}
-        self.cycle = self.scope = None  # type: ignore[assignment]
-        self.pipeline.clear()
+        self.cycle = self.queued = None
+        self.extensions = {}
+        self.parser = None  # type: ignore[assignment]
+
+    def eof_received(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        """The server stops: close an idle connection now, a busy one after its response."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self.transport.close()
+        else:
+            cycle.keep_alive = False
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        drained = self.drained
+        if drained is not None:
+            self.drained = None
+            if not drained.done():
+                drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Until the transport's write buffer is below its low mark (or the connection is gone)."""
+        if self.write_paused and not self.lost:
+            if self.drained is None:
+                self.drained = self.loop.create_future()
+            await asyncio.shield(self.drained)
+
+    def resume_reading(self) -> None:
+        """The app reads the body: go on reading, unless held pipelined bytes stop it."""
+        if self.body_pause:
+            self.body_pause = False
+            if not self.hold_pause:
+                self.transport.resume_reading()
 
     # -- bytes in ------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        state = self._state
-        phase = state.phase
+        phase = self.phase
         if phase >= HEAD:
             if phase == WAITING:
                 self._hold(data)
             elif phase == HEAD:
                 self._head_data(data)
             return
+        if self.keeping_alive:
+            self._disarm()
         if len(data) > PIECE:
             self._parse_pieces(data)
         else:
@@ -231,20 +275,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _parse(self, data: bytes | memoryview, phase: int) -> None:
         """Feed `data` to the parser, then time (and size) whatever request is left incomplete."""
-        super().data_received(data)  # type: ignore[arg-type]
-        state = self._state
-        now = state.phase
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade()
+            return
+        except httptools.HttpParserError:
+            self._refuse()
+            return
+        now = self.phase
         if now == HEAD:
             if phase == IDLE:
                 # The head began with these bytes and has not ended: all of them are head.
-                state.head_raw = len(data)
-                if state.head_raw > self.max_head_size:
+                self.head_raw = len(data)
+                if self.head_raw > self.max_head_size:
                     self._refuse_head()
                     return
-            if state.timer is None:
-                self._arm_head_timer()
-        elif now == BODY and state.timer is None:
-            state.timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
+            if self.timer is None:
+                self._arm(self.head_timeout, self._head_timed_out)
+        elif now == BODY and self.timer is None:
+            self._arm(self.body_timeout, self._body_timed_out)
 
     def _parse_pieces(self, data: bytes) -> None:
         """Parse a large read a piece at a time, and hold what follows a request that must wait.
@@ -256,13 +306,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         complete request, and a read costs a parser call per request or per PIECE
         bytes, not one per CRLF CRLF an attacker can pack into it.
         """
-        state = self._state
         view = memoryview(data)
         start, size = 0, len(data)
         body: int | None = None  # what is left of a body whose length the head declared
         previous = -1  # the phase the previous piece began in
         while True:
-            phase = state.phase
+            phase = self.phase
             if phase == BODY:
                 stop = start + (body or PIECE)
             elif phase == IDLE and previous == IDLE:
@@ -272,11 +321,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 stop = size if end == -1 else end + 4
             stop = min(stop, size)
             self._parse(view[start:stop], phase)
-            now = state.phase
+            now = self.phase
             body = self._declared_length() if now == BODY and phase != BODY else None
             previous, start = phase, stop
             if start >= size or now == UPGRADED or self.transport.is_closing():
-                return  # (uvicorn too drops what follows an upgrade request in its read)
+                return  # (what follows an upgrade request in its read is dropped)
             if now == WAITING:
                 self._hold(data[start:])
                 return
@@ -293,14 +342,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
         Reading goes on below the limit, so a waiting reader's disconnect is still seen.
         """
-        state = self._state
-        if state.buffer is None:
-            state.buffer = bytearray(data)
+        if self.held is None:
+            self.held = bytearray(data)
         else:
-            state.buffer += data
-        if len(state.buffer) > HOLD_LIMIT:
-            # Again on every overflow: uvicorn's own flow control may have resumed reading.
-            state.paused = True
+            self.held += data
+        if len(self.held) > HOLD_LIMIT:
+            # Again on every overflow: the app's receive() may have resumed reading.
+            self.hold_pause = True
             self.transport.pause_reading()
 
     def _head_data(self, data: bytes) -> None:
@@ -310,21 +358,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         reports only once it ends: they count against max_head_size here, as they
         arrive. Lines that end are counted by on_url/on_header.
         """
-        state = self._state
         line_ends = b"\n" in data
         if not line_ends:
-            state.head_raw += len(data)
-            if state.head_raw > self.max_head_size:
+            self.head_raw += len(data)
+            if self.head_raw > self.max_head_size:
                 self._refuse_head()
                 return
-        held = state.buffer
+        held = self.held
         if held is not None:
             held += data
         if not line_ends and len(held if held is not None else data) < COALESCE:
             if held is None:
-                state.buffer = bytearray(data)
+                self.held = bytearray(data)
             return
-        state.buffer = None
+        self.held = None
         self._feed(bytes(held) if held is not None else data, HEAD)
 
     def _feed(self, data: bytes, phase: int) -> None:
@@ -333,155 +380,248 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._parse(data, phase)
 
-    def _refuse_head(self) -> None:
-        self._state.head_too_large = True
-        self._state.buffer = None
-        self.send_400_response("")
-
     # -- parser callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        state = self._state
-        state.phase = HEAD
-        state.head_size = state.head_raw = state.header_count = 0
-        extensions = self.scope.get("extensions")
-        if extensions is None:
-            self.scope["extensions"] = state.extensions
-        else:
-            extensions.update(state.extensions)
+        self.phase = HEAD
+        self.head_size = self.head_raw = self.header_count = 0
+        self.url = b""
+        self.headers = []
+        self.expect = False
+        self.upgrading = None
 
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        HttpToolsProtocol.on_url(self, url)
+        self.head_size += len(url)
+        if self.head_size > self.max_head_size:
+            self.head_too_large = True
+            raise HeadTooLarge  # httptools turns this into HttpParserCallbackError
+        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        state = self._state
-        state.header_count += 1
-        state.head_size += len(name) + len(value) + 4  # _count, inline: this runs per header
-        if state.header_count > self.max_header_count or state.head_size > self.max_head_size:
-            state.head_too_large = True
+        self.header_count += 1
+        self.head_size += len(name) + len(value) + 4
+        if self.header_count > self.max_header_count or self.head_size > self.max_head_size:
+            self.head_too_large = True
             raise HeadTooLarge  # before httptools parses the rest of a head of 150,000 lines
-        HttpToolsProtocol.on_header(self, name, value)
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        state = self._state
-        state.phase = BODY  # until on_message_complete, in this read or a later one
-        if state.timer is not None:
-            self._disarm_timer()
+        self.phase = BODY  # until on_message_complete, in this read or a later one
+        if self.timer is not None:
+            self._disarm()
+        parser = self.parser
+        http_version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        root_path = self.config.root_path
+        scope = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": http_version,
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "method": method,
+            "root_path": root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+            "extensions": self.extensions,
+        }
+        if parser.should_upgrade() and self._websocket_requested():
+            self.upgrading = scope  # the parser raises HttpParserUpgrade after this head
+            return
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = root_path + path
+        scope["raw_path"] = root_path.encode("ascii") + raw_path if root_path else raw_path
+        scope["query_string"] = url.query or b""
+        cycle = RequestCycle(self, scope, http_version != "1.0" and parser.should_keep_alive(), self.expect)
         ahead = self.cycle
-        super().on_headers_complete()
+        self.cycle = cycle
+        if ahead is None or ahead.response_complete:
+            self._start(cycle)
+        else:  # pipelined in the same read as the one in flight: waits its turn
+            if self.queued is None:
+                self.queued = []
+            self.queued.append(cycle)
+
+    def on_body(self, body: bytes) -> None:
         cycle = self.cycle
-        if cycle is not ahead:  # a new request (not a WebSocket upgrade)
-            if self._lean_events:
-                _lean(cycle.message_event)
-            if ahead is not None and self._hold_pipelined and not ahead.response_complete:
-                state.ahead = ahead
+        if cycle is None or self.upgrading is not None or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER and not self.body_pause:
+            self.body_pause = True
+            self.transport.pause_reading()
+        cycle.wake()
 
     def on_message_complete(self) -> None:
-        state = self._state
-        if state.timer is not None:
-            self._disarm_timer()
-        super().on_message_complete()
+        if self.timer is not None:
+            self._disarm()
         cycle = self.cycle
-        pending = cycle is not None and not cycle.response_complete
-        state.phase = WAITING if pending and self._hold_pipelined else IDLE
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        state = self._state
-        state.ahead = None
-        if state.phase == WAITING and self.cycle.response_complete:
-            state.phase = IDLE
-            held = state.buffer
-            if held is not None and not self.transport.is_closing():
-                # What the client sent meanwhile: the next request(s).
-                state.buffer = None
-                if state.paused:
-                    state.paused = False
-                    self.transport.resume_reading()
-                self._feed(bytes(held), IDLE)
-
-    def handle_websocket_upgrade(self) -> None:
-        self._state.phase = UPGRADED
-        if self._own_websocket:
-            self.connections.discard(self)
-            upgrade(self)
-        else:
-            super().handle_websocket_upgrade()
-        # The WebSocket protocol has the transport now; this one is never told of a close.
-        self._disarm_timer()
-        self._let_go()
-        self.parser = None  # type: ignore[assignment]  # it holds this protocol, as uvicorn's close drops it
-
-    def send_400_response(self, msg: str) -> None:
-        if not self._state.head_too_large:
-            super().send_400_response(msg)
+        if cycle is None or self.upgrading is not None:
             return
+        if not cycle.response_complete:
+            cycle.more_body = False
+            cycle.wake()
+            self.phase = WAITING
+        else:  # answered before its body was all in (e.g. 404)
+            self._idle()
+
+    def response_complete(self, cycle: RequestCycle) -> None:
+        """A cycle's response is written: start the next request, or wait for one."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.resume_reading()  # reading paused for a body (read whole, or not at all) goes on
+        queued = self.queued
+        if queued:
+            self._start(queued.pop(0))
+            return
+        if self.phase == WAITING and cycle is self.cycle:
+            self.phase = IDLE
+            held = self.held
+            if held is not None:
+                # What the client sent meanwhile: the next request(s).
+                self.held = None
+                if self.hold_pause:
+                    self.hold_pause = False
+                    if not self.body_pause:
+                        self.transport.resume_reading()
+                self._feed(bytes(held), IDLE)
+            if self.phase == IDLE:
+                self._idle()
+
+    def _idle(self) -> None:
+        """Between requests: the connection may stay open for `timeout_keep_alive` seconds."""
+        self.phase = IDLE
+        if self.timer is None and not self.transport.is_closing():
+            self.timer = self.loop.call_later(self.config.timeout_keep_alive, self._keep_alive_timed_out)
+            self.keeping_alive = True
+
+    def _start(self, cycle: RequestCycle) -> None:
+        task = self.loop.create_task(cycle.run(self.app))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- upgrades and refusals -----------------------------------------------------------
+
+    def _websocket_requested(self) -> bool:
+        upgrade_to = None
+        connection: list[bytes] = []
+        for name, value in self.headers:
+            if name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+            elif name == b"upgrade":
+                upgrade_to = value.lower()
+        return b"upgrade" in connection and upgrade_to == b"websocket"
+
+    def _upgrade(self) -> None:
+        scope = self.upgrading
+        if scope is None:  # another protocol (h2c...): answered as plain HTTP, as uvicorn does
+            logger.warning("Unsupported upgrade request.")
+            return
+        self.phase = UPGRADED
+        self.upgrading = None
+        self.connections.discard(self)
+        self._disarm()
+        upgrade(self, scope)
+        # The WebSocket protocol has the transport now; this one is never told of a close.
+        self._let_go()
+
+    def _refuse(self) -> None:
+        if self.head_too_large:
+            self._refuse_head()
+            return
+        logger.warning("Invalid HTTP request received.")
+        self._answer_and_close(400, b"text/plain; charset=utf-8", _INVALID)
+
+    def _refuse_head(self) -> None:
+        self.head_too_large = True
+        self.held = None
+        self._answer_and_close(431, b"text/plain; charset=utf-8", _TOO_LARGE)
+
+    def _answer_and_close(self, status: int, content_type: bytes, body: bytes) -> None:
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE)
+            STATUS_LINE[status]
+            + joined_default_headers(self.server_state.default_headers)
+            + b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (content_type, len(body), body)
         )
         self._close()
 
     # -- extensions ----------------------------------------------------------------------
 
     def _connection_gone(self) -> bool:
-        return self._state.lost or self.transport.is_closing()
+        return self.lost or self.transport.is_closing()
 
     def _closed(self) -> asyncio.Future[None]:
         """A future that completes when the connection closes (one request waits at a time)."""
         future = self.loop.create_future()
-        if self._state.lost:
+        if self.lost:
             future.set_result(None)
         else:
-            self._state.closed = future
+            self.closed = future
         return future
 
-    # -- limits --------------------------------------------------------------------------
+    # -- timers --------------------------------------------------------------------------
 
-    def _count(self, size: int) -> None:
-        state = self._state
-        state.head_size += size
-        if state.head_size > self.max_head_size:
-            state.head_too_large = True
-            raise HeadTooLarge  # httptools turns this into HttpParserCallbackError
+    def _arm(self, seconds: float, then: Any) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(seconds, then)
 
-    def _arm_head_timer(self) -> None:
-        if self._state.timer is None:
-            self._state.timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.keeping_alive = False
 
-    def _disarm_timer(self) -> None:
-        if self._state.timer is not None:
-            self._state.timer.cancel()
-            self._state.timer = None
+    def _tell_gone(self) -> None:
+        """Tell every request not yet answered that its client is gone."""
+        for cycle in (self.cycle, *(self.queued or ())):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.wake()
 
     def _close(self) -> None:
         """Close the connection, telling every request still running that its client is gone.
 
-        uvicorn learns of a close only in connection_lost, a loop turn later; an
-        answer written in between would go to a closed transport (uvloop raises,
-        and uvicorn would log the traceback as an application error).
+        The protocol learns of a close only in connection_lost, a loop turn later; an
+        answer written in between would go to a closed transport.
         """
-        for cycle in (self.cycle, self._state.ahead):
-            if cycle is not None and not cycle.response_complete:
-                cycle.disconnected = True
-                cycle.message_event.set()
+        self._tell_gone()
         self.transport.close()
 
     def _head_timed_out(self) -> None:
-        self._state.timer = None
+        self.timer = None
         if not self.transport.is_closing():
             self._close()
 
+    def _keep_alive_timed_out(self) -> None:
+        self.timer = None
+        self.keeping_alive = False
+        if not self.transport.is_closing():
+            self.transport.close()
+
     def _body_timed_out(self) -> None:
-        self._state.timer = None
+        self.timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not getattr(self.cycle, "response_started", True):
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
             self.transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW), _TOO_SLOW)
             )
         self._close()  # the app's receive() now says http.disconnect
+
+
+def _address(address: Any) -> tuple[str, int] | None:
+    if isinstance(address, (list, tuple)) and len(address) >= 2:
+        return str(address[0]), int(address[1])
+    return None

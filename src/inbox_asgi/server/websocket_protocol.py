@@ -402,15 +402,14 @@ class WebSocketProtocol(asyncio.Protocol):
 _STATES = ("connecting", "open", "closing", "closed")
 
 
-def upgrade(http: Any) -> None:
+def upgrade(http: Any, scope: dict[str, Any]) -> None:
     """Switch the HTTP protocol `http`'s connection to a WebSocket (or answer 4xx).
 
-    `http` is uvicorn's HttpToolsProtocol at the end of the upgrade's head: the
-    attributes read here are the ones server/fences.py checks (UPGRADE_ATTRIBUTES).
+    `http` is server/protocol.py's HttpProtocol at the end of the upgrade's head,
+    `scope` the HTTP scope of that head.
     """
     config = http.config
     limits = Limits(config.ws_max_size, config.ws_ping_interval, config.ws_ping_timeout, http.server_state)
-    scope = http.scope
     transport: asyncio.Transport = http.transport
     refused = refusal(scope)
     try:
