@@ -303,3 +303,32 @@ def test_inbox_responses_through_cors_middleware(real_server: Start) -> None:
     assert delivered.headers["x-from"] == "s"
     for response in (empty, posted, delivered):
         assert response.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_keep_alive_timeout_closes_only_an_idle_connection(real_server: Start) -> None:
+    """-keep-alive-timeout counts from the end of the last response, however many came before."""
+    server = real_server("-keep-alive-timeout", "1", "-long-polling=false")
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def healthz(sock: ssl.SSLSocket) -> bytes:
+        sock.sendall(request)
+        answer = b""
+        while not answer.endswith(b"\r\n\r\nok\n") and (chunk := sock.recv(65536)):
+            answer += chunk
+        return answer
+
+    with tls_socket(server) as busy, tls_socket(server) as idle:
+        for sock in (busy, idle):
+            assert healthz(sock).startswith(b"HTTP/1.1 200 ")
+        idle_since = time.monotonic()
+        # The busy one asks every 0.4 s for 2.4 s: past two keep-alive periods, never idle for one.
+        for _ in range(6):
+            time.sleep(0.4)
+            assert healthz(busy).startswith(b"HTTP/1.1 200 "), "closed while in use"
+        idle.settimeout(3)
+        assert idle.recv(65536) == b""  # closed by the server (TLS: EOF, no answer)
+        assert time.monotonic() - idle_since < 3.0
+        busy.settimeout(3)
+        busy_since = time.monotonic()
+        assert busy.recv(65536) == b""
+        assert 0.6 < time.monotonic() - busy_since < 2.0  # ~1 s after its last response

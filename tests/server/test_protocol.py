@@ -117,7 +117,7 @@ async def test_a_request_whole_in_one_read_leaves_nothing_armed_or_held() -> Non
     protocol.data_received(request("POST", "/inbox?to=nobody", "s", b"x"))
     assert protocol.timer is None and protocol.held is None
     await until(lambda: statuses(transport.writes) == [404])
-    assert protocol.keeping_alive and protocol.held is None  # only the keep-alive timeout is armed
+    assert protocol.timer is None and protocol.keep_alive and protocol.held is None  # keep-alive only
     protocol.data_received(request("POST", "/inbox?to=nobody", "s", b"x"))
     assert protocol.timer is None and protocol.held is None
 

@@ -100,7 +100,8 @@ class HttpProtocol(asyncio.Protocol):
         "headers",
         "held",
         "hold_pause",
-        "keeping_alive",
+        "idle_since",
+        "keep_alive",
         "loop",
         "lost",
         "parser",
@@ -180,8 +181,11 @@ class HttpProtocol(asyncio.Protocol):
         self.hold_pause = self.body_pause = False
         self.write_paused = False
         self.drained: asyncio.Future[None] | None = None
+        #: A head's or a body's deadline, while one is incomplete.
         self.timer: asyncio.TimerHandle | None = None
-        self.keeping_alive = False  # `timer` is the keep-alive timeout, not a head's
+        #: The keep-alive timeout: armed once, moved on only when it fires (see _idle).
+        self.keep_alive: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.lost = False
         self.closed: asyncio.Future[None] | None = None
 
@@ -219,6 +223,9 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle = self.queued = None
         self.extensions = {}
         self.parser = None  # type: ignore[assignment]
+        if self.keep_alive is not None:
+            self.keep_alive.cancel()
+            self.keep_alive = None
 
     def eof_received(self) -> None:
         pass
@@ -266,8 +273,6 @@ class HttpProtocol(asyncio.Protocol):
             elif phase == HEAD:
                 self._head_data(data)
             return
-        if self.keeping_alive:
-            self._disarm()
         if len(data) > PIECE:
             self._parse_pieces(data)
         else:
@@ -498,11 +503,30 @@ class HttpProtocol(asyncio.Protocol):
                 self._idle()
 
     def _idle(self) -> None:
-        """Between requests: the connection may stay open for `timeout_keep_alive` seconds."""
+        """Between requests: the connection may stay open for `timeout_keep_alive` seconds.
+
+        The keep-alive timer is not armed and cancelled per request (a timer
+        handle each, 3 % of a long-poll round trip's CPU): it is armed once, and
+        when it fires it closes the connection only if it has been idle long
+        enough, else it is armed again for the rest.
+        """
         self.phase = IDLE
-        if self.timer is None and not self.transport.is_closing():
-            self.timer = self.loop.call_later(self.config.timeout_keep_alive, self._keep_alive_timed_out)
-            self.keeping_alive = True
+        self.idle_since = self.loop.time()
+        if self.keep_alive is None and not self.transport.is_closing():
+            self.keep_alive = self.loop.call_later(self.config.timeout_keep_alive, self._keep_alive_check)
+
+    def _keep_alive_check(self) -> None:
+        self.keep_alive = None
+        if self.transport.is_closing():
+            return
+        wait = self.config.timeout_keep_alive
+        if self.phase == IDLE:
+            wait = self.idle_since + wait - self.loop.time()
+            if wait <= 0:
+                self.transport.close()
+                return
+        # Busy (a request's own deadlines apply) or idle for less: look again later.
+        self.keep_alive = self.loop.call_later(wait, self._keep_alive_check)
 
     def _start(self, cycle: RequestCycle) -> None:
         task = self.loop.create_task(cycle.run(self.app))
@@ -579,7 +603,6 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.keeping_alive = False
 
     def _tell_gone(self) -> None:
         """Tell every request not yet answered that its client is gone."""
@@ -601,12 +624,6 @@ class HttpProtocol(asyncio.Protocol):
         self.timer = None
         if not self.transport.is_closing():
             self._close()
-
-    def _keep_alive_timed_out(self) -> None:
-        self.timer = None
-        self.keeping_alive = False
-        if not self.transport.is_closing():
-            self.transport.close()
 
     def _body_timed_out(self) -> None:
         self.timer = None
