@@ -90,8 +90,12 @@ class RequestCycle:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def run(self, app: Any) -> None:
-        """The app on this request, as uvicorn runs it: a failure before answering gets 500."""
+    async def run(self, app: Any) -> bool:
+        """The app on this request, as uvicorn runs it: a failure before answering gets 500.
+
+        False if the task was cancelled (or the process is exiting): its connection's
+        task then serves no further request.
+        """
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as error:
@@ -100,6 +104,7 @@ class RequestCycle:
                 self._answer_500()
             else:
                 self.transport.close()
+            return isinstance(error, Exception)
         else:
             if result is not None:
                 logger.error("ASGI callable should return None, but returned '%s'.", result)
@@ -110,6 +115,7 @@ class RequestCycle:
             elif not self.response_complete and not self.disconnected:
                 logger.error("ASGI callable returned without completing response.")
                 self.transport.close()
+            return True
         finally:
             self.protocol = None  # type: ignore[assignment]  # nothing more to tell it
 

@@ -104,12 +104,15 @@ class HttpProtocol(asyncio.Protocol):
         "keep_alive",
         "loop",
         "lost",
+        "next_request",
         "parser",
         "phase",
         "queued",
+        "ready",
         "scheme",
         "server",
         "server_state",
+        "serving",
         "tasks",
         "timer",
         "transport",
@@ -167,6 +170,11 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle: RequestCycle | None = None
         #: Requests parsed in one read behind the one in flight (rare: a pipelined batch).
         self.queued: list[RequestCycle] | None = None
+        #: The connection's task (see _start): running a request; the one it runs next;
+        #: while it waits for a request, the future that hands it one.
+        self.serving = False
+        self.ready: RequestCycle | None = None
+        self.next_request: asyncio.Future[RequestCycle | None] | None = None
         self.phase = IDLE
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -220,7 +228,10 @@ class HttpProtocol(asyncio.Protocol):
         closed connection, request head included (up to -max-header-size), waits
         for the collector. A request still running keeps what it uses.
         """
-        self.cycle = self.queued = None
+        self.cycle = self.queued = self.ready = None
+        waiting, self.next_request = self.next_request, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)  # the connection's task ends
         self.extensions = {}
         self.parser = None  # type: ignore[assignment]
         if self.keep_alive is not None:
@@ -529,9 +540,38 @@ class HttpProtocol(asyncio.Protocol):
         self.keep_alive = self.loop.call_later(wait, self._keep_alive_check)
 
     def _start(self, cycle: RequestCycle) -> None:
-        task = self.loop.create_task(cycle.run(self.app))
+        """Run `cycle` in this connection's task, starting the task if there is none.
+
+        One task per connection, not per request: a long-poll round trip is four
+        requests, and a task each (its creation, its registration in asyncio's
+        weak set of tasks, its done-callbacks) cost 7 % of the server's CPU. The
+        requests of a connection therefore share one context (contextvars set by
+        one request are seen by the next on that connection).
+        """
+        if self.serving:  # the task is finishing the request ahead: it takes this one next
+            self.ready = cycle
+            return
+        self.serving = True
+        waiting = self.next_request
+        if waiting is not None:  # the task waits for this connection's next request
+            self.next_request = None
+            waiting.set_result(cycle)
+            return
+        task = self.loop.create_task(self._serve(cycle))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, cycle: RequestCycle | None) -> None:
+        """This connection's task: its requests one after another, until it closes."""
+        app = self.app
+        while cycle is not None and await cycle.run(app):
+            self.serving = False
+            cycle, self.ready = self.ready, None
+            if cycle is None and not self._connection_gone():
+                self.next_request = waiting = self.loop.create_future()
+                cycle = await waiting  # None: the connection closed
+                self.serving = True
+        self.serving = False
 
     # -- upgrades and refusals -----------------------------------------------------------
 
