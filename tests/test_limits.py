@@ -263,3 +263,35 @@ def test_max_inboxes_per_ip_counts_each_client_address(real_server: Start) -> No
     with httpx.Client(base_url=server.base_url, transport=other_address) as other:
         sent = other.post("/inbox?to=name-0", headers=basic("elsewhere"), content=b"hi")
         assert sent.status_code == 200, sent.text
+
+
+# -- 6. an idle keep-alive connection keeps nothing of its last request -------------------
+
+
+async def test_idle_keep_alive_connections_let_go_of_their_last_request_head(real_server: Start) -> None:
+    """60 connections each send one request with a 500 KB head, are answered, and stay open.
+
+    Each would hold its head (30 MB in all) until its next request or -keep-alive-timeout
+    if the protocol kept its last request; idle, it keeps nothing of it.
+    """
+    server = real_server("-long-polling=false", tls=False, env=MALLOC_ENV)
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 500_000 + b"\r\n\r\n"
+    idle: list[RawConnection] = []
+
+    async def send(number: int) -> int:
+        connection = await RawConnection.open(server)
+        idle.append(connection)
+        connection.writer.write(head)
+        return (await connection.read_response()).status
+
+    try:
+        assert {await send(number) for number in range(WARM_UP)} == {200}
+        before = rss(server)
+        assert {await send(number) for number in range(60)} == {200}
+        grown = rss(server) - before
+        assert grown < RSS_SLACK, f"RSS grew {grown / MiB:.1f} MiB over 60 idle connections"
+        for connection in idle:  # every one still open and serving
+            assert (await connection.request("GET", "/healthz", {})).status == 200
+    finally:
+        for connection in idle:
+            await connection.close()

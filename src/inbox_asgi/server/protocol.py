@@ -523,6 +523,11 @@ class HttpProtocol(asyncio.Protocol):
         """
         self.phase = IDLE
         self.idle_since = self.loop.time()
+        # Nothing of the last request stays with an idle connection: its head may be
+        # up to -max-header-size, for up to -keep-alive-timeout.
+        self.cycle = None
+        self.url = b""
+        self.headers = []
         if self.keep_alive is None and not self.transport.is_closing():
             self.keep_alive = self.loop.call_later(self.config.timeout_keep_alive, self._keep_alive_check)
 
