@@ -162,11 +162,17 @@ async def run_chaos(
     assert all(count == 1 for count in accepted.values())
     assert delivered == accepted, "lost or duplicated: " + str(
         (accepted - delivered) + (delivered - accepted)
-    )
+    ) + "".join(warnings(server) for server in cluster.servers)
     assert order_ok, "a sender's messages arrived out of order"
     counts["accepted"] = sum(accepted.values())
     print(dict(counts))
     return dict(counts)
+
+
+def warnings(server: ServerProcess) -> str:
+    """The server's warnings and errors, to tell why a message was lost or repeated."""
+    lines = [line for line in server.log().splitlines() if " WARNING " in line or " ERROR " in line]
+    return f"\n-- {server.base_url}:\n" + "\n".join(lines[-30:])
 
 
 def assert_all_accepted_under_stress(counts: dict[str, int]) -> None:
