@@ -218,3 +218,29 @@ async def test_reading_paused_for_a_big_body_resumes_when_its_response_completes
     assert transport.reading
     protocol.data_received(request("GET", "/inbox", "s"))
     await until(lambda: statuses(transport.writes) == [404, 204])
+
+
+async def test_one_task_serves_a_connections_requests_and_ends_when_it_closes() -> None:
+    protocol: Any
+    protocol, transport = connect_in_process()
+    await exchange(protocol, transport, request("GET", "/inbox", "r"))
+    [task] = protocol.tasks
+    for _ in range(3):
+        await exchange(protocol, transport, request("POST", "/inbox?to=r", "s", b"x"))
+        assert protocol.tasks == {task}  # no task per request
+    protocol.connection_lost(None)
+    await until(lambda: not protocol.tasks)  # done, and discarded from the server's tasks
+    assert task.done() and task.exception() is None
+
+
+async def test_a_connections_task_cancelled_mid_request_is_replaced_by_the_next_request() -> None:
+    mailbox = build_mailbox(Settings())
+    protocol: Any
+    protocol, transport = connect_in_process(mailbox=mailbox, long_polling=True)
+    protocol.data_received(request("GET", "/inbox", "r"))  # parks
+    await until(lambda: mailbox._waiting == 1)  # type: ignore[attr-defined]
+    [task] = protocol.tasks
+    task.cancel()  # as uvicorn does to what is left when it is forced to exit
+    await until(lambda: task.done() and not protocol.tasks)
+    assert statuses(transport.writes) == [500] and transport.closed
+    await mailbox.aclose()
