@@ -12,7 +12,7 @@ from inbox_asgi.server import websocket_protocol
 from inbox_asgi.server.websocket_frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 from inbox_asgi.server.websocket_protocol import Limits, WebSocketProtocol
 
-from ..support import until
+from ..support import RecordingTransport, until
 from .test_websocket_frames import client_frame
 
 pytestmark = pytest.mark.anyio
@@ -20,40 +20,18 @@ pytestmark = pytest.mark.anyio
 App = Any
 
 
-class Transport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-
-def open_protocol(app: App, ping: float | None = None) -> tuple[WebSocketProtocol, Transport]:
+def open_protocol(app: App, ping: float | None = None) -> tuple[WebSocketProtocol, RecordingTransport]:
     limits = Limits(1000, ping, ping, SimpleNamespace(default_headers=[(b"date", b"today")]))
     scope = {"type": "websocket", "path": "/inbox/ws", "headers": []}
     protocol = WebSocketProtocol(
         app, scope, b"dGhlIHNhbXBsZSBub25jZQ==", limits, asyncio.get_running_loop(), set(), set()
     )
-    transport = Transport()
-    protocol.start(transport)  # type: ignore[arg-type]
+    transport = RecordingTransport()
+    protocol.start(transport)
     return protocol, transport
 
 
-def frames(transport: Transport) -> list[tuple[int, bytes]]:
+def frames(transport: RecordingTransport) -> list[tuple[int, bytes]]:
     """The server's frames after its 101 (unmasked, short: enough for these tests)."""
     data = b"".join(transport.writes)
     data = data[data.index(b"\r\n\r\n") + 4 :]
