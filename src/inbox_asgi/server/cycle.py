@@ -71,7 +71,7 @@ class RequestCycle:
         self.scope = scope
         self.keep_alive = keep_alive
         self.expect_continue = expect
-        self.body = b""
+        self.body: bytes | bytearray = b""  # received, not yet read by the app
         self.more_body = True
         self.delivered = False  # the body's last event has been received
         self.disconnected = False
@@ -81,6 +81,23 @@ class RequestCycle:
         self.waiter: asyncio.Future[None] | None = None
         self.chunked: bool | None = None
         self.remaining = 0  # response body bytes still owed (Content-Length)
+
+    def add_body(self, chunk: bytes) -> int:
+        """Keep body bytes the app has not read yet; how many are kept.
+
+        One piece stays as it came. From the second on they are gathered in a
+        bytearray: `bytes += bytes` copies everything so far, per piece, and a
+        chunked body of one-byte chunks made that quadratic in a read.
+        """
+        body = self.body
+        if not body:
+            self.body = chunk
+        else:
+            if type(body) is bytes:
+                body = self.body = bytearray(body)
+            body += chunk
+        self.wake()
+        return len(self.body)
 
     def wake(self) -> None:
         """Body bytes came, the body ended, or the client left: `receive` may go on."""
@@ -146,7 +163,7 @@ class RequestCycle:
             return {"type": "http.disconnect"}
         body, self.body = self.body, b""
         self.delivered = not self.more_body
-        return {"type": "http.request", "body": body, "more_body": self.more_body}
+        return {"type": "http.request", "body": bytes(body), "more_body": self.more_body}
 
     async def send(self, message: dict[str, Any]) -> None:
         protocol = self.protocol

@@ -470,11 +470,9 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self.cycle
         if cycle is None or self.upgrading is not None or cycle.response_complete:
             return
-        cycle.body += body
-        if len(cycle.body) > HIGH_WATER and not self.body_pause:
+        if cycle.add_body(body) > HIGH_WATER and not self.body_pause:
             self.body_pause = True
             self.transport.pause_reading()
-        cycle.wake()
 
     def on_message_complete(self) -> None:
         if self.timer is not None:
