@@ -239,7 +239,7 @@ class RequestCycle:
 
     def _default_head(self) -> bytes:
         protocol = self.protocol
-        return joined_default_headers(protocol.server_state.default_headers) if protocol is not None else b""
+        return protocol.default_head() if protocol is not None else b""
 
     # -- the endpoint's one write ----------------------------------------------------------
 
@@ -262,7 +262,7 @@ class RequestCycle:
             return True
         self.response_started = self.response_complete = True
         self.expect_continue = False
-        content = [STATUS_LINE[status], joined_default_headers(protocol.server_state.default_headers)]
+        content = [STATUS_LINE[status], protocol.default_head()]
         for name, value in headers:
             content += (name, b": ", value, b"\r\n")
         if status != 204:

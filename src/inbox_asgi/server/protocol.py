@@ -284,10 +284,7 @@ class HttpProtocol(asyncio.Protocol):
             elif phase == HEAD:
                 self._head_data(data)
             return
-        if len(data) > PIECE:
-            self._parse_pieces(data)
-        else:
-            self._parse(data, phase)
+        self._feed(data, phase)
 
     def _parse(self, data: bytes | memoryview, phase: int) -> None:
         """Feed `data` to the parser, then time (and size) whatever request is left incomplete."""
@@ -391,6 +388,7 @@ class HttpProtocol(asyncio.Protocol):
         self._feed(bytes(held) if held is not None else data, HEAD)
 
     def _feed(self, data: bytes, phase: int) -> None:
+        """Bytes for the parser (a read, or bytes held until now): in one go, or in pieces."""
         if len(data) > PIECE:
             self._parse_pieces(data)
         else:
@@ -616,11 +614,15 @@ class HttpProtocol(asyncio.Protocol):
     def _answer_and_close(self, status: int, content_type: bytes, body: bytes) -> None:
         self.transport.write(
             STATUS_LINE[status]
-            + joined_default_headers(self.server_state.default_headers)
+            + self.default_head()
             + b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
             % (content_type, len(body), body)
         )
         self._close()
+
+    def default_head(self) -> bytes:
+        """uvicorn's default headers (the date), as head lines."""
+        return joined_default_headers(self.server_state.default_headers)
 
     # -- extensions ----------------------------------------------------------------------
 
